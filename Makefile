@@ -1,0 +1,80 @@
+# See https://tech.davis-hansson.com/p/make/
+SHELL := bash
+.DELETE_ON_ERROR:
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := all
+MAKEFLAGS += --warn-undefined-variables
+MAKEFLAGS += --no-builtin-rules
+
+BUF := tools/node_modules/.bin/buf
+ADDR ?= :8080
+FUZZTIME ?= 30s
+
+.PHONY: help
+help: ## Describe useful make targets
+	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*?## "}; {printf "%-16s %s\n", $$1, $$2}'
+
+.PHONY: all
+all: test lint ## Test and lint
+
+.PHONY: run
+run: ## Run the bridge with the embedded demo backend on $(ADDR)
+	go run ./cmd/bridge -demo -addr $(ADDR)
+
+.PHONY: build
+build: ## Build all packages and binaries
+	go build ./...
+
+.PHONY: test
+test: ## Vet, then run all tests with the race detector (short fuzz of the seed corpora included)
+	go vet ./...
+	go test -race -count=1 ./...
+
+.PHONY: slowtest
+slowtest: ## Run the tests without the race detector, verbose
+	go test -count=1 -v ./...
+
+.PHONY: fuzz
+fuzz: ## Fuzz every decoder of untrusted input for $(FUZZTIME) each
+	@for target in $$(grep -ho 'func Fuzz[A-Za-z]*' bridge/*_test.go | cut -d' ' -f2); do \
+		echo "fuzz $$target"; \
+		go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./bridge; \
+	done
+
+.PHONY: bench
+bench: ## Run the benchmarks
+	go test -run '^$$' -bench . -benchmem -count 5 ./bridge
+
+$(BUF): tools/package.json tools/package-lock.json
+	npm ci --prefix tools --no-audit --no-fund
+	@touch $(BUF)
+
+.PHONY: generate
+generate: $(BUF) ## Regenerate gen/ from proto/ with the pinned buf and plugins
+	$(BUF) generate
+	go mod tidy
+
+.PHONY: checkgenerate
+checkgenerate: ## Fail if generated code or go.mod differ from what make generate writes
+	@git diff --exit-code -- gen go.mod go.sum || { echo "generated files are stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen)" || { git status --porcelain -- gen; echo "untracked generated files: run make generate and commit"; exit 1; }
+
+.PHONY: lint
+lint: $(BUF) ## Vet Go, lint and format-check protos
+	go vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1; }
+	$(BUF) lint
+	$(BUF) format -d --exit-code proto
+
+.PHONY: lintfix
+lintfix: $(BUF) ## Fix formatting of Go and protos
+	gofmt -w $$(git ls-files '*.go' | grep -v '^gen/')
+	$(BUF) format -w proto
+
+.PHONY: upgrade
+upgrade: ## Upgrade Go dependencies
+	go get -u -t ./... && go mod tidy
+
+.PHONY: clean
+clean: ## Remove ignored artifacts
+	git clean -Xdf
