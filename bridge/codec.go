@@ -1,0 +1,68 @@
+package bridge
+
+import (
+	"errors"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/dynamicpb"
+)
+
+// codec is the one place that holds the proto3 JSON options. Browsers get
+// the canonical mapping: lowerCamelCase names, default values omitted, 64-bit
+// integers as strings. Request JSON is strict: an unknown field is an error
+// that names it, not something silently dropped.
+type codec struct {
+	types     *typeResolver
+	marshal   protojson.MarshalOptions
+	unmarshal protojson.UnmarshalOptions
+}
+
+func newCodec(files *protoregistry.Files) *codec {
+	types := &typeResolver{schema: dynamicpb.NewTypes(files)}
+	return &codec{
+		types:     types,
+		marshal:   protojson.MarshalOptions{Resolver: types},
+		unmarshal: protojson.UnmarshalOptions{Resolver: types},
+	}
+}
+
+// typeResolver finds message and extension types (for google.protobuf.Any
+// values and status details) in the schema first, then among the types
+// compiled into the program, such as the google.rpc error details.
+type typeResolver struct {
+	schema *dynamicpb.Types
+}
+
+func (t *typeResolver) FindMessageByName(name protoreflect.FullName) (protoreflect.MessageType, error) {
+	mt, err := t.schema.FindMessageByName(name)
+	if errors.Is(err, protoregistry.NotFound) {
+		return protoregistry.GlobalTypes.FindMessageByName(name)
+	}
+	return mt, err
+}
+
+func (t *typeResolver) FindMessageByURL(url string) (protoreflect.MessageType, error) {
+	mt, err := t.schema.FindMessageByURL(url)
+	if errors.Is(err, protoregistry.NotFound) {
+		return protoregistry.GlobalTypes.FindMessageByURL(url)
+	}
+	return mt, err
+}
+
+func (t *typeResolver) FindExtensionByName(field protoreflect.FullName) (protoreflect.ExtensionType, error) {
+	xt, err := t.schema.FindExtensionByName(field)
+	if errors.Is(err, protoregistry.NotFound) {
+		return protoregistry.GlobalTypes.FindExtensionByName(field)
+	}
+	return xt, err
+}
+
+func (t *typeResolver) FindExtensionByNumber(message protoreflect.FullName, field protoreflect.FieldNumber) (protoreflect.ExtensionType, error) {
+	xt, err := t.schema.FindExtensionByNumber(message, field)
+	if errors.Is(err, protoregistry.NotFound) {
+		return protoregistry.GlobalTypes.FindExtensionByNumber(message, field)
+	}
+	return xt, err
+}

@@ -1,0 +1,34 @@
+// Package bridge serves gRPC methods to browsers with the web platform's own
+// APIs.
+//
+// A [Handler] is an [net/http.Handler] that exposes selected gRPC methods of
+// one or more backends under their gRPC paths (/package.Service/Method):
+//
+//   - Server-streaming and unary methods become Server-Sent Events: a GET
+//     builds the request from the query string with grpc-gateway's
+//     query-parameter rules, a POST takes it as a JSON body, and every
+//     response message becomes one event whose data is the message in the
+//     proto3 JSON mapping. Streams resume with the browser's Last-Event-ID.
+//   - Methods with a google.api.http annotation are also served, as SSE, at
+//     the annotated path and verb.
+//
+// The handler is descriptor-driven: requests and responses are
+// [google.golang.org/protobuf/types/dynamicpb] messages built from the
+// schema given with [WithFiles], so a new backend service needs no code
+// change. Nothing is reachable unless [WithExpose] names it.
+//
+// Use [NewHandler] to build a handler, [WithBackend] and [WithServiceBackend]
+// to connect it to gRPC backends, and [WithSSEOptions] to override the
+// per-method options that proto files declare with (bridge.v1.method).
+//
+// # Concurrency
+//
+// A Handler is safe for concurrent use by many goroutines. Each SSE stream
+// uses two goroutines: the HTTP handler goroutine owns the
+// [net/http.ResponseWriter] (events, heartbeats, flushes, write deadlines),
+// and one receiver goroutine reads from the gRPC stream into a small bounded
+// queue. The receiver reads the next message only when the queue has room,
+// so a slow browser slows the backend through gRPC flow control. The handler
+// returns only after the receiver has ended, and the upstream call is
+// cancelled on every path out of the handler.
+package bridge

@@ -1,0 +1,160 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Content types the handler speaks.
+const (
+	contentTypeJSON        = "application/json"
+	contentTypeEventStream = "text/event-stream; charset=utf-8"
+	contentTypeGRPCPrefix  = "application/grpc"
+
+	// wsSubprotocol is the WebSocket subprotocol of the bridge's protocol.
+	wsSubprotocol = "grpc-ws.v1"
+)
+
+// Handler serves the exposed gRPC methods of its backends to browsers. See
+// the package documentation for the URL and wire contract. Build one with
+// [NewHandler]; it is safe for concurrent use.
+type Handler struct {
+	cfg        *config
+	routes     *routes
+	codec      *codec
+	requestMD  *headerMatcher
+	responseMD *headerMatcher
+	log        *slog.Logger
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// NewHandler builds a handler from the options. It fails when the options
+// are inconsistent: nothing exposed, a pattern that matches nothing, an
+// exposed service without a backend, an SSE option naming a field that does
+// not exist, or a header allow-list entry that can never be forwarded.
+func NewHandler(opts ...Option) (*Handler, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{cfg: cfg, codec: newCodec(cfg.files), log: cfg.logger}
+	if h.requestMD, err = newHeaderMatcher(cfg.requestHeaders); err != nil {
+		return nil, fmt.Errorf("bridge: request headers: %w", err)
+	}
+	if h.responseMD, err = newHeaderMatcher(cfg.responseMetadata); err != nil {
+		return nil, fmt.Errorf("bridge: response metadata: %w", err)
+	}
+	if h.routes, err = buildRoutes(cfg, h); err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
+	}
+	return h, nil
+}
+
+// ServeHTTP dispatches a request for a method's gRPC path by transport
+// (WebSocket upgrade, SSE over GET or POST), and hands every other path to
+// the router of google.api.http annotations, which answers 404 for paths
+// that are not an exposed method.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// EscapedPath, not Path: a percent-encoded slash or dot must not reach a
+	// method that the literal path does not name.
+	if m := h.routes.byPath[r.URL.EscapedPath()]; m != nil {
+		h.serveMethod(w, r, m)
+		return
+	}
+	h.routes.annotated.ServeHTTP(w, r)
+}
+
+// serveMethod serves a request for a method's gRPC path.
+func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, m *method) {
+	switch r.Method {
+	case http.MethodGet:
+		if r.Header.Get("Upgrade") != "" {
+			h.writeError(w, http.StatusBadRequest, status.Newf(codes.InvalidArgument,
+				"%s: WebSocket upgrades are not supported by this bridge; open the method as Server-Sent Events", m.name))
+			return
+		}
+		h.serveSSE(w, r, m, nil, binding{})
+	case http.MethodPost:
+		ct := r.Header.Get(headerContentType)
+		if strings.HasPrefix(ct, contentTypeGRPCPrefix) {
+			h.writeError(w, http.StatusUnsupportedMediaType, status.Newf(codes.Unimplemented,
+				"%s: native gRPC requests are not served on this port", m.name))
+			return
+		}
+		if !isJSON(ct) {
+			h.writeError(w, http.StatusUnsupportedMediaType, status.Newf(codes.InvalidArgument,
+				"%s: Content-Type %q is not supported; POST application/json", m.name, ct))
+			return
+		}
+		h.serveSSE(w, r, m, nil, binding{body: "*"})
+	default:
+		w.Header().Set(headerAllow, "GET, POST")
+		h.writeError(w, http.StatusMethodNotAllowed, status.Newf(codes.Unimplemented,
+			"%s: HTTP method %s is not allowed; use GET or POST", m.name, r.Method))
+	}
+}
+
+// annotatedHandler serves one google.api.http binding of m as SSE.
+func (h *Handler) annotatedHandler(m *method, b binding) runtime.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, pathParams map[string]string) {
+		if b.body != "" && !isJSON(r.Header.Get(headerContentType)) {
+			h.writeError(w, http.StatusUnsupportedMediaType, status.Newf(codes.InvalidArgument,
+				"%s: Content-Type %q is not supported; send application/json", m.name, r.Header.Get(headerContentType)))
+			return
+		}
+		h.serveSSE(w, r, m, pathParams, b)
+	}
+}
+
+// routingError answers requests that match no exposed method, for
+// grpc-gateway's router.
+func (h *Handler) routingError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	var st *status.Status
+	switch httpStatus {
+	case http.StatusNotFound:
+		st = status.Newf(codes.NotFound, "no exposed method at %s", r.URL.EscapedPath())
+	case http.StatusMethodNotAllowed, http.StatusNotImplemented:
+		httpStatus = http.StatusMethodNotAllowed
+		st = status.Newf(codes.Unimplemented, "HTTP method %s is not allowed at %s", r.Method, r.URL.EscapedPath())
+	default:
+		st = status.Newf(codes.InvalidArgument, "bad request path %s", r.URL.EscapedPath())
+	}
+	h.writeError(w, httpStatus, st)
+}
+
+// writeError answers a request that failed before its first byte with
+// httpStatus and the status as a JSON google.rpc.Status.
+func (h *Handler) writeError(w http.ResponseWriter, httpStatus int, st *status.Status) {
+	hdr := w.Header()
+	hdr.Set(headerContentType, contentTypeJSON)
+	hdr.Set(headerCacheControl, "no-store")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(httpStatus)
+	_, _ = w.Write(marshalStatus(h.codec, st, nil))
+}
+
+// writeStatus is writeError with the HTTP status that grpc-gateway maps the
+// gRPC code to.
+func (h *Handler) writeStatus(w http.ResponseWriter, st *status.Status) {
+	h.writeError(w, httpStatusFromCode(st.Code()), st)
+}
+
+// isJSON reports whether a Content-Type is application/json in UTF-8, the
+// only encoding that proto3 JSON allows.
+func isJSON(ct string) bool {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != contentTypeJSON {
+		return false
+	}
+	cs, ok := params["charset"]
+	return !ok || strings.EqualFold(cs, "utf-8")
+}

@@ -1,0 +1,337 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+)
+
+// sseFlushBytes bounds the events that the writer batches before it
+// flushes even though more are queued: enough to fill a TCP segment or an
+// HTTP/2 frame, small enough that memory per stream stays bounded.
+const sseFlushBytes = 32 << 10
+
+// sseItem is what the receiver goroutine hands to the writer: the backend's
+// response headers, one encoded message, or the final status.
+type sseItem struct {
+	kind     sseItemKind
+	id       string // event id of a message
+	data     []byte // JSON of a message or of the headers
+	st       *status.Status
+	trailers metadata.MD
+}
+
+type sseItemKind uint8
+
+const (
+	itemHeaders sseItemKind = iota + 1
+	itemMessage
+	itemStatus
+)
+
+// serveSSE serves one call of m as an event stream.
+func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pathParams map[string]string, b binding) {
+	if m.streamDesc.ClientStreams {
+		h.writeError(w, http.StatusBadRequest, status.Newf(codes.InvalidArgument,
+			"%s is a client-streaming method: open it as a WebSocket with subprotocol %s", m.name, wsSubprotocol))
+		return
+	}
+	req, rerr := h.decodeRequest(r, m, pathParams, b)
+	if rerr != nil {
+		h.writeError(w, rerr.httpStatus, rerr.st)
+		return
+	}
+	md, timeout, err := h.requestMD.requestMetadata(r)
+	if err != nil {
+		h.writeError(w, http.StatusBadRequest, status.New(codes.InvalidArgument, err.Error()))
+		return
+	}
+	nextSeq, rerr := h.resume(r, m, req, md)
+	if rerr != nil {
+		h.writeError(w, rerr.httpStatus, rerr.st)
+		return
+	}
+
+	// Every path out of this function cancels the call: that is what ends
+	// the upstream stream when the browser leaves or a write fails.
+	ctx, cancel := callContext(r.Context(), timeout)
+	defer cancel()
+	ctx = metadata.NewOutgoingContext(ctx, md)
+
+	start := time.Now()
+	s := &sseStream{h: h, w: w, rc: http.NewResponseController(w)}
+	st := s.run(ctx, r.Context(), m, req, nextSeq)
+	h.logStreamEnd(r, m, st, start, s.messages)
+}
+
+// resume applies a Last-Event-ID header: it forwards the id as the
+// last-event-id metadata entry, sets the method's resume field from it, and
+// returns the sequence number of the first event when the method has no
+// cursor field (the per-stream sequence continues after the last id).
+func (h *Handler) resume(r *http.Request, m *method, req *dynamicpb.Message, md metadata.MD) (uint64, *requestError) {
+	last := r.Header.Get(headerLastEventID)
+	if last == "" {
+		return 1, nil
+	}
+	if len(last) > maxLastEventIDBytes {
+		return 0, badRequest("Last-Event-ID is %d bytes long; the limit is %d", len(last), maxLastEventIDBytes)
+	}
+	if !isPrintableASCII(last) {
+		return 0, badRequest("Last-Event-ID must be printable ASCII")
+	}
+	md[mdLastEventID] = []string{last}
+	if m.resume != nil {
+		if err := setScalar(req, m.resume, last); err != nil {
+			return 0, badRequest("Last-Event-ID %q is not a valid %s for %s: %v", last, m.resume.Kind(), m.resume.Name(), err)
+		}
+	}
+	if m.cursor == nil {
+		if n, err := strconv.ParseUint(last, 10, 64); err == nil && n < 1<<63 {
+			return n + 1, nil
+		}
+	}
+	return 1, nil
+}
+
+// sseStream is one SSE response. Its methods run on the handler goroutine,
+// which alone owns the ResponseWriter.
+type sseStream struct {
+	h         *Handler
+	w         http.ResponseWriter
+	rc        *http.ResponseController
+	buf       []byte // events not yet written
+	committed bool   // the 200 and the first bytes are in buf or written
+	messages  int
+}
+
+// run opens the call, relays it until it ends, and returns its final
+// status. ctx carries the call (metadata, deadline); clientCtx ends when the
+// browser leaves.
+func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req *dynamicpb.Message, nextSeq uint64) *status.Status {
+	stream, err := m.conn.NewStream(ctx, &m.streamDesc, m.path)
+	if err != nil {
+		st := statusFromError(err)
+		s.finish(st, nil)
+		return st
+	}
+	// On io.EOF the call has already ended; RecvMsg returns its status.
+	if err := stream.SendMsg(req); err != nil && !errors.Is(err, io.EOF) {
+		st := statusFromError(err)
+		s.finish(st, nil)
+		return st
+	}
+	_ = stream.CloseSend() // always nil for client streams
+
+	items := make(chan sseItem, defaultSSEQueueLen)
+	recvCtx, stopRecv := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		// The receiver: the only goroutine that calls RecvMsg. It ends when
+		// the call ends or when the handler stops it.
+		defer close(done)
+		s.h.receiveSSE(recvCtx, stream, m, nextSeq, items)
+	}()
+	defer func() {
+		stopRecv()
+		<-done
+	}()
+
+	heartbeat := time.NewTimer(s.h.cfg.heartbeatInterval)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case it := <-items:
+			switch it.kind {
+			case itemHeaders:
+				s.commit()
+				s.buf = appendEvent(s.buf, "", sseEventHeaders, it.data)
+			case itemMessage:
+				s.commit()
+				s.buf = appendEvent(s.buf, it.id, sseEventMessage, it.data)
+				s.messages++
+			case itemStatus:
+				s.finish(it.st, it.trailers)
+				return it.st
+			}
+			if len(items) > 0 && len(s.buf) < sseFlushBytes {
+				continue // more is ready: batch it into the same write
+			}
+			if err := s.flush(); err != nil {
+				return s.writeFailed(err)
+			}
+		case <-heartbeat.C:
+			// A backend that stays silent still gets its 200 now, so the
+			// browser's EventSource sees the stream as open.
+			s.commit()
+			s.buf = append(s.buf, ssePing...)
+			if err := s.flush(); err != nil {
+				return s.writeFailed(err)
+			}
+		case <-clientCtx.Done():
+			return status.New(codes.Canceled, "client disconnected")
+		}
+		heartbeat.Reset(s.h.cfg.heartbeatInterval)
+	}
+}
+
+// commit writes the response headers and the first bytes of the stream,
+// once.
+func (s *sseStream) commit() {
+	if s.committed {
+		return
+	}
+	s.committed = true
+	hdr := s.w.Header()
+	hdr.Set(headerContentType, contentTypeEventStream)
+	hdr.Set(headerCacheControl, "no-cache")
+	hdr.Set(headerAccelBuffering, "no")
+	s.w.WriteHeader(http.StatusOK)
+	s.buf = appendRetry(s.buf, s.h.cfg.retryInterval)
+	s.buf = append(s.buf, '\n')
+}
+
+// finish ends the stream with st. Before the stream is committed, a final
+// error is a non-200 JSON answer; otherwise, and for transient errors even
+// before the first byte, it is an end or error event, with a retry hint
+// first for transient errors so that the browser reconnects.
+func (s *sseStream) finish(st *status.Status, trailers metadata.MD) {
+	if !s.committed && st.Code() != codes.OK && !isTransient(st.Code()) {
+		s.h.writeStatus(s.w, st)
+		return
+	}
+	s.commit()
+	data := marshalStatus(s.h.codec, st, s.h.responseMD.responseMetadata(trailers))
+	event := sseEventEnd
+	if st.Code() != codes.OK {
+		event = sseEventError
+		if isTransient(st.Code()) {
+			s.buf = appendRetry(s.buf, s.h.cfg.retryInterval)
+		}
+	}
+	s.buf = appendEvent(s.buf, "", event, data)
+	_ = s.flush() // the stream ends either way
+}
+
+// flush writes the buffered events under the write deadline and flushes
+// them to the browser.
+func (s *sseStream) flush() error {
+	if err := s.rc.SetWriteDeadline(time.Now().Add(s.h.cfg.writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	if _, err := s.w.Write(s.buf); err != nil {
+		return err
+	}
+	s.buf = s.buf[:0]
+	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
+func (s *sseStream) writeFailed(err error) *status.Status {
+	return status.Newf(codes.Unavailable, "write to client: %v", err)
+}
+
+// receiveSSE relays the call's headers, messages and final status to out,
+// encoding each message as JSON on the way. It sends the next item only when
+// out has room, and reads the next message only after that: a slow browser
+// stalls this loop and, through gRPC flow control, the backend.
+func (h *Handler) receiveSSE(ctx context.Context, stream grpc.ClientStream, m *method, nextSeq uint64, out chan<- sseItem) {
+	send := func(it sseItem) bool {
+		select {
+		case out <- it:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	// Header blocks until the backend sends headers or ends the call; nil
+	// means it ended without headers (a trailers-only response), whose
+	// status RecvMsg returns next.
+	if hdr, _ := stream.Header(); hdr != nil {
+		data, _ := json.Marshal(h.responseMD.responseMetadata(hdr))
+		if !send(sseItem{kind: itemHeaders, data: data}) {
+			return
+		}
+	}
+	// One message is reused for every response: it is fully encoded before
+	// the next RecvMsg overwrites it.
+	msg := dynamicpb.NewMessage(m.desc.Output())
+	for {
+		if err := stream.RecvMsg(msg); err != nil {
+			st := status.New(codes.OK, "")
+			if !errors.Is(err, io.EOF) {
+				st = statusFromError(err)
+			}
+			send(sseItem{kind: itemStatus, st: st, trailers: stream.Trailer()})
+			return
+		}
+		data, err := h.codec.marshal.Marshal(msg)
+		if err != nil {
+			send(sseItem{kind: itemStatus, st: status.Newf(codes.Internal, "encode %s as JSON: %v", m.desc.Output().FullName(), err)})
+			return
+		}
+		id := strconv.FormatUint(nextSeq, 10)
+		nextSeq++
+		if m.cursor != nil {
+			id = cursorID(msg, m.cursor)
+		}
+		if !send(sseItem{kind: itemMessage, id: id, data: data}) {
+			return
+		}
+	}
+}
+
+// cursorID formats the cursor field of a response as an event id. A value
+// that cannot be an id (a string with a line break) gives no id, so the
+// browser keeps the previous one rather than a corrupted stream.
+func cursorID(msg *dynamicpb.Message, fd protoreflect.FieldDescriptor) string {
+	v := msg.Get(fd)
+	var id string
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		id = v.String()
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		id = strconv.FormatUint(v.Uint(), 10)
+	default:
+		id = strconv.FormatInt(v.Int(), 10)
+	}
+	if !validEventID(id) {
+		return ""
+	}
+	return id
+}
+
+// logStreamEnd logs the end of a stream: at Debug for expected endings, at
+// Warn when the backend or the bridge failed.
+func (h *Handler) logStreamEnd(r *http.Request, m *method, st *status.Status, start time.Time, messages int) {
+	level := slog.LevelDebug
+	switch st.Code() {
+	case codes.Unknown, codes.Internal, codes.DataLoss, codes.Unavailable:
+		level = slog.LevelWarn
+	}
+	if !h.log.Enabled(r.Context(), level) {
+		return
+	}
+	h.log.LogAttrs(context.Background(), level, "stream ended",
+		slog.String(logKeyMethod, m.name),
+		slog.String(logKeyTransport, "sse"),
+		slog.String(logKeyPeer, r.RemoteAddr),
+		slog.String(logKeyCode, st.Code().String()),
+		slog.String(logKeyMessage, st.Message()),
+		slog.Duration(logKeyDuration, time.Since(start)),
+		slog.Int(logKeyMessages, messages),
+	)
+}

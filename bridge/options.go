@@ -1,0 +1,225 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/reflect/protoregistry"
+)
+
+// Defaults of the handler's settings. Each option documents what zero means.
+const (
+	defaultHeartbeatInterval = 15 * time.Second
+	defaultRetryInterval     = 2 * time.Second
+	defaultWriteTimeout      = 10 * time.Second
+	defaultReadMaxBytes      = 4 << 20 // gRPC's default receive limit
+	defaultSSEQueueLen       = 16
+	maxLastEventIDBytes      = 1024
+)
+
+// defaultRequestHeaders are the HTTP request headers forwarded to the
+// backend as gRPC metadata unless [WithRequestHeaders] replaces them:
+// credentials, W3C trace context, request ids and the gRPC deadline.
+var defaultRequestHeaders = []string{
+	"authorization",
+	"traceparent",
+	"tracestate",
+	"baggage",
+	"x-request-id",
+	"x-correlation-id",
+	"accept-language",
+	"grpc-timeout",
+}
+
+// An Option configures a [Handler]. Only this package defines options.
+type Option interface {
+	apply(*config)
+}
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// SSEOptions are a method's Server-Sent Events settings. Proto files declare
+// them with the (bridge.v1.method) option; [WithSSEOptions] overrides them.
+type SSEOptions struct {
+	// CursorField names a scalar (string or integer) field of the response
+	// message whose value becomes each event's id. Empty: ids are a
+	// per-stream sequence number starting at 1.
+	CursorField string
+	// ResumeField names a scalar field of the request message that is set
+	// from the Last-Event-ID header when a browser resumes a stream. Empty:
+	// Last-Event-ID only travels as the last-event-id metadata entry.
+	ResumeField string
+}
+
+type serviceBackend struct {
+	pattern string
+	conn    grpc.ClientConnInterface
+}
+
+// config is the handler's private configuration, built from defaults and
+// options, then validated by [NewHandler].
+type config struct {
+	files             *protoregistry.Files
+	defaultBackend    grpc.ClientConnInterface
+	serviceBackends   []serviceBackend
+	expose            []string
+	sseOverrides      map[string]SSEOptions
+	requestHeaders    []string
+	responseMetadata  []string
+	heartbeatInterval time.Duration
+	retryInterval     time.Duration
+	writeTimeout      time.Duration
+	readMaxBytes      int64
+	logger            *slog.Logger
+}
+
+// WithFiles sets the schema: the protobuf file descriptors in which the
+// handler looks up exposed services. Defaults to
+// [protoregistry.GlobalFiles], the descriptors compiled into the program.
+func WithFiles(files *protoregistry.Files) Option {
+	return optionFunc(func(c *config) { c.files = files })
+}
+
+// WithBackend sets the connection used for every exposed service that no
+// [WithServiceBackend] pattern matches. A [*grpc.ClientConn] is the usual
+// value; any [grpc.ClientConnInterface] works, which is how tests plug in.
+func WithBackend(conn grpc.ClientConnInterface) Option {
+	return optionFunc(func(c *config) { c.defaultBackend = conn })
+}
+
+// WithServiceBackend routes the services whose full name matches pattern to
+// conn. Patterns use [path.Match] syntax on the service's full name
+// ("demo.v1.TickerService", "demo.v1.*"); the first matching pattern wins.
+func WithServiceBackend(pattern string, conn grpc.ClientConnInterface) Option {
+	return optionFunc(func(c *config) {
+		c.serviceBackends = append(c.serviceBackends, serviceBackend{pattern: pattern, conn: conn})
+	})
+}
+
+// WithExpose makes the methods matching the patterns reachable. A pattern
+// is "pkg.*" or "pkg.Service" (every method of the matching services) or
+// "pkg.Service/Method" (one method), in [path.Match] syntax. Nothing is
+// exposed without this option, and a pattern that matches no method of the
+// schema is an error, so a typo does not silently hide a service.
+func WithExpose(patterns ...string) Option {
+	return optionFunc(func(c *config) { c.expose = append(c.expose, patterns...) })
+}
+
+// WithSSEOptions overrides the SSE options of one method, named
+// "pkg.Service/Method", over those its proto file declares.
+func WithSSEOptions(method string, opts SSEOptions) Option {
+	return optionFunc(func(c *config) {
+		if c.sseOverrides == nil {
+			c.sseOverrides = make(map[string]SSEOptions)
+		}
+		c.sseOverrides[method] = opts
+	})
+}
+
+// WithRequestHeaders replaces the allow-list of HTTP request headers that
+// are forwarded to the backend as gRPC metadata. Entries are header names,
+// matched case-insensitively, or prefixes ending in "*" ("x-tenant-*").
+// Defaults to authorization, traceparent, tracestate, baggage, x-request-id,
+// x-correlation-id, accept-language and grpc-timeout. "grpc-timeout" is not
+// forwarded as such but sets the call's deadline. Cookie is forwarded only
+// when named exactly; hop-by-hop headers, pseudo-headers and other grpc-*
+// keys are rejected by [NewHandler].
+func WithRequestHeaders(names ...string) Option {
+	return optionFunc(func(c *config) { c.requestHeaders = names })
+}
+
+// WithResponseMetadata sets the allow-list of backend response header and
+// trailer keys passed to browsers (the SSE headers event and the trailers of
+// the end event), with the same syntax as [WithRequestHeaders]. Defaults to
+// none: backend metadata stays private unless named here.
+func WithResponseMetadata(names ...string) Option {
+	return optionFunc(func(c *config) { c.responseMetadata = names })
+}
+
+// WithHeartbeatInterval sets how often an idle SSE stream gets a comment
+// line, so that proxies and load balancers do not cut it. Defaults to 15 s;
+// zero means the default.
+func WithHeartbeatInterval(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.heartbeatInterval = d })
+}
+
+// WithRetryInterval sets the reconnection delay sent to browsers in SSE
+// retry: fields. Defaults to 2 s; zero means the default.
+func WithRetryInterval(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.retryInterval = d })
+}
+
+// WithWriteTimeout bounds each write to a browser; a write blocked longer
+// ends the stream and cancels the upstream call. Defaults to 10 s; zero
+// means the default.
+func WithWriteTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.writeTimeout = d })
+}
+
+// WithReadMaxBytes bounds the size of a request message from a browser (a
+// JSON body). Defaults to 4 MiB, as gRPC's receive limit; zero means the
+// default.
+func WithReadMaxBytes(n int64) Option {
+	return optionFunc(func(c *config) { c.readMaxBytes = n })
+}
+
+// WithLogger sets the logger. Defaults to a logger that discards everything.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) { c.logger = l })
+}
+
+func newConfig(opts []Option) (*config, error) {
+	c := &config{
+		files:             protoregistry.GlobalFiles,
+		requestHeaders:    defaultRequestHeaders,
+		heartbeatInterval: defaultHeartbeatInterval,
+		retryInterval:     defaultRetryInterval,
+		writeTimeout:      defaultWriteTimeout,
+		readMaxBytes:      defaultReadMaxBytes,
+	}
+	for _, o := range opts {
+		o.apply(c)
+	}
+	var errs []error
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	if c.files == nil {
+		c.files = protoregistry.GlobalFiles
+	}
+	for _, d := range []*time.Duration{&c.heartbeatInterval, &c.retryInterval, &c.writeTimeout} {
+		if *d < 0 {
+			errs = append(errs, fmt.Errorf("negative duration %v", *d))
+		}
+	}
+	if c.heartbeatInterval == 0 {
+		c.heartbeatInterval = defaultHeartbeatInterval
+	}
+	if c.retryInterval == 0 {
+		c.retryInterval = defaultRetryInterval
+	}
+	if c.writeTimeout == 0 {
+		c.writeTimeout = defaultWriteTimeout
+	}
+	if c.readMaxBytes <= 0 {
+		c.readMaxBytes = defaultReadMaxBytes
+	}
+	if len(c.expose) == 0 {
+		errs = append(errs, errors.New("no method exposed: use WithExpose"))
+	}
+	for _, p := range c.expose {
+		if strings.Count(p, "/") > 1 || strings.HasPrefix(p, "/") {
+			errs = append(errs, fmt.Errorf("expose pattern %q: want pkg.*, pkg.Service or pkg.Service/Method", p))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("bridge: %w", errors.Join(errs...))
+	}
+	return c, nil
+}

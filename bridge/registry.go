@@ -1,0 +1,293 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	bridgev1 "github.com/grpcbridge/grpcbridge/gen/bridge/v1"
+)
+
+// method is one exposed gRPC method with everything a request needs,
+// resolved once when the routes are built and read-only after.
+type method struct {
+	name       string // "pkg.Service/Method": logs and metrics labels
+	path       string // "/pkg.Service/Method": the URL and the gRPC :path
+	desc       protoreflect.MethodDescriptor
+	streamDesc grpc.StreamDesc
+	conn       grpc.ClientConnInterface
+	cursor     protoreflect.FieldDescriptor // response field for SSE ids, or nil
+	resume     protoreflect.FieldDescriptor // request field set from Last-Event-ID, or nil
+}
+
+// binding is one google.api.http rule of a method.
+type binding struct {
+	verb    string
+	pattern string
+	body    string // "", "*" or a request field path
+}
+
+// routes maps URLs to exposed methods. It is built once per schema and
+// read-only after, so requests read it without locks.
+type routes struct {
+	byPath map[string]*method
+	// annotated serves the google.api.http paths with grpc-gateway's router,
+	// so that path templates match exactly as grpc-gateway matches them.
+	annotated *runtime.ServeMux
+}
+
+// buildRoutes resolves the exposed methods of the configured schema.
+func buildRoutes(c *config, h *Handler) (*routes, error) {
+	for _, p := range c.expose {
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("expose pattern %q: %w", p, err)
+		}
+	}
+	for _, b := range c.serviceBackends {
+		if _, err := path.Match(b.pattern, ""); err != nil {
+			return nil, fmt.Errorf("backend pattern %q: %w", b.pattern, err)
+		}
+	}
+	rt := &routes{
+		byPath: make(map[string]*method),
+		annotated: runtime.NewServeMux(
+			runtime.WithRoutingErrorHandler(h.routingError),
+			runtime.WithDisableHTTPMethodOverride(),
+		),
+	}
+	used := make(map[string]bool)
+	var errs []error
+	c.files.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		services := fd.Services()
+		for i := range services.Len() {
+			sd := services.Get(i)
+			methods := sd.Methods()
+			for j := range methods.Len() {
+				md := methods.Get(j)
+				pattern, ok := exposedBy(c.expose, md)
+				if !ok {
+					continue
+				}
+				used[pattern] = true
+				m, bindings, err := newMethod(c, md)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				rt.byPath[m.path] = m
+				for _, b := range bindings {
+					if err := rt.annotated.HandlePath(b.verb, b.pattern, h.annotatedHandler(m, b)); err != nil {
+						errs = append(errs, fmt.Errorf("%s: google.api.http %s %s: %w", m.name, b.verb, b.pattern, err))
+					}
+				}
+			}
+		}
+		return true
+	})
+	for _, p := range c.expose {
+		if !used[p] {
+			errs = append(errs, fmt.Errorf("expose pattern %q matches no method of the schema", p))
+		}
+	}
+	for name := range c.sseOverrides {
+		if rt.byPath["/"+name] == nil {
+			errs = append(errs, fmt.Errorf("SSE options for %q: no such exposed method", name))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return rt, nil
+}
+
+// exposedBy returns the first expose pattern that matches md.
+func exposedBy(patterns []string, md protoreflect.MethodDescriptor) (string, bool) {
+	service := string(md.Parent().FullName())
+	full := service + "/" + string(md.Name())
+	for _, p := range patterns {
+		subject := service
+		if strings.Contains(p, "/") {
+			subject = full
+		}
+		if ok, _ := path.Match(p, subject); ok {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+func newMethod(c *config, md protoreflect.MethodDescriptor) (*method, []binding, error) {
+	service := string(md.Parent().FullName())
+	m := &method{
+		name: service + "/" + string(md.Name()),
+		path: "/" + service + "/" + string(md.Name()),
+		desc: md,
+		streamDesc: grpc.StreamDesc{
+			StreamName:    string(md.Name()),
+			ServerStreams: md.IsStreamingServer(),
+			ClientStreams: md.IsStreamingClient(),
+		},
+		conn: c.defaultBackend,
+	}
+	for _, b := range c.serviceBackends {
+		if ok, _ := path.Match(b.pattern, service); ok {
+			m.conn = b.conn
+			break
+		}
+	}
+	if m.conn == nil {
+		return nil, nil, fmt.Errorf("%s: no backend: use WithBackend or a WithServiceBackend pattern that matches %s", m.name, service)
+	}
+	opts := methodOptions(md)
+	sse := SSEOptions{
+		CursorField: opts.GetSse().GetCursorField(),
+		ResumeField: opts.GetSse().GetResumeField(),
+	}
+	if o, ok := c.sseOverrides[m.name]; ok {
+		sse = o
+	}
+	var err error
+	if m.cursor, err = scalarField(md.Output(), sse.CursorField); err != nil {
+		return nil, nil, fmt.Errorf("%s: cursor field: %w", m.name, err)
+	}
+	if m.resume, err = scalarField(md.Input(), sse.ResumeField); err != nil {
+		return nil, nil, fmt.Errorf("%s: resume field: %w", m.name, err)
+	}
+	bindings, err := httpBindings(md)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", m.name, err)
+	}
+	return m, bindings, nil
+}
+
+// methodOptions returns the (bridge.v1.method) options of md, or nil.
+func methodOptions(md protoreflect.MethodDescriptor) *bridgev1.MethodOptions {
+	opts, _ := proto.GetExtension(parsedOptions(md), bridgev1.E_Method).(*bridgev1.MethodOptions)
+	return opts
+}
+
+// parsedOptions returns md's options with every extension known to the
+// program parsed. Descriptors loaded from a file may hold the bridge's and
+// google.api's options as unknown fields, depending on how the file was
+// read; a round trip through the wire format resolves them either way.
+func parsedOptions(md protoreflect.MethodDescriptor) *descriptorpb.MethodOptions {
+	raw, ok := md.Options().(*descriptorpb.MethodOptions)
+	if !ok || raw == nil {
+		return nil
+	}
+	b, err := proto.Marshal(raw)
+	if err != nil {
+		return raw
+	}
+	parsed := &descriptorpb.MethodOptions{}
+	if err := (proto.UnmarshalOptions{Resolver: protoregistry.GlobalTypes}).Unmarshal(b, parsed); err != nil {
+		return raw
+	}
+	return parsed
+}
+
+// scalarField resolves a top-level string or integer field by name; an
+// empty name is no field.
+func scalarField(msg protoreflect.MessageDescriptor, name string) (protoreflect.FieldDescriptor, error) {
+	if name == "" {
+		return nil, nil
+	}
+	fd := msg.Fields().ByName(protoreflect.Name(name))
+	if fd == nil {
+		return nil, fmt.Errorf("%s has no field %q", msg.FullName(), name)
+	}
+	if fd.IsList() || fd.IsMap() {
+		return nil, fmt.Errorf("%s.%s is repeated; want a string or integer field", msg.FullName(), name)
+	}
+	switch fd.Kind() {
+	case protoreflect.StringKind,
+		protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
+		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind,
+		protoreflect.Uint32Kind, protoreflect.Fixed32Kind,
+		protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return fd, nil
+	default:
+		return nil, fmt.Errorf("%s.%s is a %s; want a string or integer field", msg.FullName(), name, fd.Kind())
+	}
+}
+
+// httpBindings returns the google.api.http rules of md, the additional
+// bindings included.
+func httpBindings(md protoreflect.MethodDescriptor) ([]binding, error) {
+	rule, _ := proto.GetExtension(parsedOptions(md), annotations.E_Http).(*annotations.HttpRule)
+	if rule == nil {
+		return nil, nil
+	}
+	rules := append([]*annotations.HttpRule{rule}, rule.GetAdditionalBindings()...)
+	bindings := make([]binding, 0, len(rules))
+	for _, r := range rules {
+		var b binding
+		switch p := r.GetPattern().(type) {
+		case *annotations.HttpRule_Get:
+			b = binding{verb: http.MethodGet, pattern: p.Get}
+		case *annotations.HttpRule_Post:
+			b = binding{verb: http.MethodPost, pattern: p.Post}
+		case *annotations.HttpRule_Put:
+			b = binding{verb: http.MethodPut, pattern: p.Put}
+		case *annotations.HttpRule_Patch:
+			b = binding{verb: http.MethodPatch, pattern: p.Patch}
+		case *annotations.HttpRule_Delete:
+			b = binding{verb: http.MethodDelete, pattern: p.Delete}
+		case *annotations.HttpRule_Custom:
+			b = binding{verb: p.Custom.GetKind(), pattern: p.Custom.GetPath()}
+		default:
+			return nil, errors.New("google.api.http rule without a pattern")
+		}
+		b.body = r.GetBody()
+		if b.body != "" && b.body != "*" {
+			if err := checkBodyField(md.Input(), b.body); err != nil {
+				return nil, fmt.Errorf("google.api.http body %q: %w", b.body, err)
+			}
+		}
+		bindings = append(bindings, b)
+	}
+	return bindings, nil
+}
+
+// checkBodyField checks that a dotted field path names a singular message
+// field of msg through singular message fields: the bridge decodes a body
+// field with the proto3 JSON mapping, which needs a message.
+func checkBodyField(msg protoreflect.MessageDescriptor, fieldPath string) error {
+	for _, p := range strings.Split(fieldPath, ".") {
+		fd := msg.Fields().ByName(protoreflect.Name(p))
+		if fd == nil {
+			return fmt.Errorf("%s has no field %q", msg.FullName(), p)
+		}
+		if fd.Message() == nil || fd.IsList() || fd.IsMap() {
+			return fmt.Errorf("%s.%s is not a singular message field", msg.FullName(), p)
+		}
+		msg = fd.Message()
+	}
+	return nil
+}
+
+// queryFilter lists the field paths that the query string must not set
+// because the path or the body already does, in grpc-gateway's form.
+func queryFilter(pathParams map[string]string, body string) *utilities.DoubleArray {
+	seqs := make([][]string, 0, len(pathParams)+1)
+	for p := range pathParams {
+		seqs = append(seqs, strings.Split(p, "."))
+	}
+	if body != "" && body != "*" {
+		seqs = append(seqs, strings.Split(body, "."))
+	}
+	slices.SortFunc(seqs, func(a, b []string) int { return slices.Compare(a, b) })
+	return utilities.NewDoubleArray(seqs)
+}

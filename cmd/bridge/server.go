@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/grpcbridge/grpcbridge/bridge"
+	"github.com/grpcbridge/grpcbridge/internal/demo"
+	"github.com/grpcbridge/grpcbridge/web"
+)
+
+// roundRobin spreads calls over every address a backend target resolves to
+// (dns:/// returns them all), rather than gRPC's default of the first one.
+const roundRobin = `{"loadBalancingConfig":[{"round_robin":{}}]}`
+
+// run serves until ctx ends, then drains.
+func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	opts := []bridge.Option{
+		bridge.WithLogger(log),
+		bridge.WithHeartbeatInterval(cfg.HeartbeatInterval),
+		bridge.WithRetryInterval(cfg.RetryInterval),
+		bridge.WithWriteTimeout(cfg.WriteTimeout),
+		bridge.WithExpose(cfg.Expose...),
+	}
+	if len(cfg.RequestHeaders) > 0 {
+		opts = append(opts, bridge.WithRequestHeaders(cfg.RequestHeaders...))
+	}
+	if len(cfg.ResponseMetadata) > 0 {
+		opts = append(opts, bridge.WithResponseMetadata(cfg.ResponseMetadata...))
+	}
+	if cfg.Descriptors != "" {
+		files, err := bridge.LoadDescriptorSet(cfg.Descriptors)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, bridge.WithFiles(files))
+	}
+
+	var conns []*grpc.ClientConn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	if cfg.Demo {
+		conn, stopDemo, err := startDemoBackend(log)
+		if err != nil {
+			return err
+		}
+		defer stopDemo()
+		conns = append(conns, conn)
+		opts = append(opts, bridge.WithBackend(conn), bridge.WithExpose("demo.v1.*"))
+	}
+	for _, b := range cfg.Backends {
+		pattern, target, named := strings.Cut(b, "=")
+		if !named {
+			target = pattern
+		}
+		conn, err := grpc.NewClient(target,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultServiceConfig(roundRobin),
+		)
+		if err != nil {
+			return fmt.Errorf("-backend %q: %w", b, err)
+		}
+		conns = append(conns, conn)
+		if named {
+			opts = append(opts, bridge.WithServiceBackend(pattern, conn))
+		} else {
+			opts = append(opts, bridge.WithBackend(conn))
+		}
+	}
+
+	h, err := bridge.NewHandler(opts...)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Addr:              cfg.Addr,
+		Handler:           routes(h, cfg.Demo),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Protocols:         new(http.Protocols),
+	}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetHTTP2(cfg.TLSCert != "")
+	srv.Protocols.SetUnencryptedHTTP2(cfg.H2C)
+
+	lis, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	log.Info("bridge listening", slog.String("addr", lis.Addr().String()), slog.Bool("demo", cfg.Demo), slog.Bool("tls", cfg.TLSCert != ""))
+	served := make(chan error, 1)
+	go func() {
+		if cfg.TLSCert != "" {
+			served <- srv.ServeTLS(lis, cfg.TLSCert, cfg.TLSKey)
+			return
+		}
+		served <- srv.Serve(lis)
+	}()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("draining", slog.Duration("timeout", cfg.DrainTimeout))
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(drainCtx); err != nil {
+		// Streams still open at the deadline are cut; browsers resume them
+		// elsewhere with Last-Event-ID.
+		_ = srv.Close()
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// routes puts the bridge, the health endpoint and, in demo mode, the demo
+// page on one mux.
+func routes(h *bridge.Handler, demoPage bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	if demoPage {
+		mux.Handle("GET /{$}", http.FileServerFS(web.Dist))
+		mux.Handle("GET /static/", http.StripPrefix("/static", http.FileServerFS(web.Dist)))
+	}
+	mux.Handle("/", h)
+	return mux
+}
+
+// startDemoBackend runs the demo services on a loopback port, as a real
+// gRPC server in this process, and connects to it.
+func startDemoBackend(log *slog.Logger) (*grpc.ClientConn, func(), error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, fmt.Errorf("demo backend: %w", err)
+	}
+	srv := demo.NewServer()
+	go func() { _ = srv.Serve(lis) }()
+	log.Info("demo backend listening", slog.String("addr", lis.Addr().String()))
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		srv.Stop()
+		return nil, nil, fmt.Errorf("demo backend: %w", err)
+	}
+	return conn, srv.Stop, nil
+}
