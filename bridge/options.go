@@ -18,6 +18,8 @@ const (
 	defaultWriteTimeout      = 10 * time.Second
 	defaultReadMaxBytes      = 4 << 20 // gRPC's default receive limit
 	defaultSSEQueueLen       = 16
+	defaultPingInterval      = 30 * time.Second
+	defaultPongTimeout       = 10 * time.Second
 	maxLastEventIDBytes      = 1024
 )
 
@@ -76,6 +78,9 @@ type config struct {
 	retryInterval     time.Duration
 	writeTimeout      time.Duration
 	readMaxBytes      int64
+	allowedOrigins    []string
+	pingInterval      time.Duration
+	pongTimeout       time.Duration
 	logger            *slog.Logger
 }
 
@@ -163,10 +168,32 @@ func WithWriteTimeout(d time.Duration) Option {
 }
 
 // WithReadMaxBytes bounds the size of a request message from a browser (a
-// JSON body). Defaults to 4 MiB, as gRPC's receive limit; zero means the
+// JSON body, or a WebSocket message). Defaults to 4 MiB, as gRPC's receive limit; zero means the
 // default.
 func WithReadMaxBytes(n int64) Option {
 	return optionFunc(func(c *config) { c.readMaxBytes = n })
+}
+
+// WithAllowedOrigins sets the origins ("https://app.example.com", scheme
+// and host as browsers send them in the Origin header) whose pages may open
+// WebSockets to the bridge. "*" allows every origin. Requests without an
+// Origin header do not come from a browser and are not checked. Defaults to
+// same-origin only: the Origin's host must equal the request's Host.
+func WithAllowedOrigins(origins ...string) Option {
+	return optionFunc(func(c *config) { c.allowedOrigins = append(c.allowedOrigins, origins...) })
+}
+
+// WithPingInterval sets how often the bridge pings an idle WebSocket peer.
+// Defaults to 30 s; zero means the default.
+func WithPingInterval(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.pingInterval = d })
+}
+
+// WithPongTimeout sets how long a WebSocket peer has to answer a ping
+// before the bridge drops it and cancels its call. Defaults to 10 s; zero
+// means the default.
+func WithPongTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.pongTimeout = d })
 }
 
 // WithLogger sets the logger. Defaults to a logger that discards everything.
@@ -193,7 +220,7 @@ func newConfig(opts []Option) (*config, error) {
 	if c.files == nil {
 		c.files = protoregistry.GlobalFiles
 	}
-	for _, d := range []*time.Duration{&c.heartbeatInterval, &c.retryInterval, &c.writeTimeout} {
+	for _, d := range []*time.Duration{&c.heartbeatInterval, &c.retryInterval, &c.writeTimeout, &c.pingInterval, &c.pongTimeout} {
 		if *d < 0 {
 			errs = append(errs, fmt.Errorf("negative duration %v", *d))
 		}
@@ -206,6 +233,12 @@ func newConfig(opts []Option) (*config, error) {
 	}
 	if c.writeTimeout == 0 {
 		c.writeTimeout = defaultWriteTimeout
+	}
+	if c.pingInterval == 0 {
+		c.pingInterval = defaultPingInterval
+	}
+	if c.pongTimeout == 0 {
+		c.pongTimeout = defaultPongTimeout
 	}
 	if c.readMaxBytes <= 0 {
 		c.readMaxBytes = defaultReadMaxBytes
