@@ -120,6 +120,8 @@ type sseStream struct {
 // status. ctx carries the call (metadata, deadline); clientCtx ends when the
 // browser leaves.
 func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req *dynamicpb.Message, nextSeq uint64) *status.Status {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stream, err := m.conn.NewStream(ctx, &m.streamDesc, m.path)
 	if err != nil {
 		st := statusFromError(err)
@@ -135,16 +137,21 @@ func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req *dynamicp
 	_ = stream.CloseSend() // always nil for client streams
 
 	items := make(chan sseItem, defaultSSEQueueLen)
-	recvCtx, stopRecv := context.WithCancel(ctx)
+	// stop is closed when the handler returns, and only then: the receiver
+	// must not give up on its own when the call's deadline passes, or the
+	// final status would be lost.
+	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		// The receiver: the only goroutine that calls RecvMsg. It ends when
-		// the call ends or when the handler stops it.
+		// the call ends or when the handler stops it; the handler's deferred
+		// cancel of the call context unblocks its RecvMsg.
 		defer close(done)
-		s.h.receiveSSE(recvCtx, stream, m, nextSeq, items)
+		s.h.receiveSSE(stream, m, nextSeq, items, stop)
 	}()
 	defer func() {
-		stopRecv()
+		cancel() // unblocks RecvMsg
+		close(stop)
 		<-done
 	}()
 
@@ -248,12 +255,12 @@ func (s *sseStream) writeFailed(err error) *status.Status {
 // encoding each message as JSON on the way. It sends the next item only when
 // out has room, and reads the next message only after that: a slow browser
 // stalls this loop and, through gRPC flow control, the backend.
-func (h *Handler) receiveSSE(ctx context.Context, stream grpc.ClientStream, m *method, nextSeq uint64, out chan<- sseItem) {
+func (h *Handler) receiveSSE(stream grpc.ClientStream, m *method, nextSeq uint64, out chan<- sseItem, stop <-chan struct{}) {
 	send := func(it sseItem) bool {
 		select {
 		case out <- it:
 			return true
-		case <-ctx.Done():
+		case <-stop:
 			return false
 		}
 	}

@@ -68,7 +68,7 @@ func (s *ChatServer) Chat(stream grpc.BidiStreamingServer[demov1.ChatMessage, de
 	// once the call is over. gRPC cancels the stream as soon as this handler
 	// returns, which unblocks Recv, so the goroutine ends with the RPC.
 	recvErr := make(chan error, 1)
-	go func() { recvErr <- s.receive(stream, sub) }()
+	go func(errc chan<- error) { errc <- s.receive(stream, sub) }(recvErr)
 
 	for {
 		// Check for a drop first: a dropped subscriber may still have
