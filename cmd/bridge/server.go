@@ -22,8 +22,18 @@ import (
 // (dns:/// returns them all), rather than gRPC's default of the first one.
 const roundRobin = `{"loadBalancingConfig":[{"round_robin":{}}]}`
 
-// run serves until ctx ends, then drains.
+// run listens on cfg.Addr and serves until ctx ends.
 func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	lis, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, log, lis)
+}
+
+// serve serves on lis until ctx ends, then drains, and closes lis.
+func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener) error {
+	defer lis.Close()
 	opts := []bridge.Option{
 		bridge.WithLogger(log),
 		bridge.WithHeartbeatInterval(cfg.HeartbeatInterval),
@@ -96,10 +106,6 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	srv.Protocols.SetHTTP2(cfg.TLSCert != "")
 	srv.Protocols.SetUnencryptedHTTP2(cfg.H2C)
 
-	lis, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return err
-	}
 	log.Info("bridge listening", slog.String("addr", lis.Addr().String()), slog.Bool("demo", cfg.Demo), slog.Bool("tls", cfg.TLSCert != ""))
 	served := make(chan error, 1)
 	go func() {
