@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/gorilla/websocket"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -77,9 +78,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, m *method) {
 	switch r.Method {
 	case http.MethodGet:
-		if r.Header.Get("Upgrade") != "" {
+		if websocket.IsWebSocketUpgrade(r) {
+			h.serveWebSocket(w, r, m)
+			return
+		}
+		if up := r.Header.Get("Upgrade"); up != "" {
 			h.writeError(w, http.StatusBadRequest, status.Newf(codes.InvalidArgument,
-				"%s: WebSocket upgrades are not supported by this bridge; open the method as Server-Sent Events", m.name))
+				"%s: cannot upgrade to %s; for a WebSocket send Connection: Upgrade and Upgrade: websocket with subprotocol %s, or open the method as Server-Sent Events",
+				m.name, quoteName(up), wsSubprotocol))
 			return
 		}
 		h.serveSSE(w, r, m, nil, binding{})

@@ -1,0 +1,699 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/dynamicpb"
+)
+
+// Handshake headers the WebSocket transport reads or writes itself.
+const (
+	headerOrigin    = "Origin"
+	headerWSVersion = "Sec-WebSocket-Version"
+)
+
+// maxCloseReasonBytes is the room for the reason in a close frame: a
+// control frame carries at most 125 bytes of payload (RFC 6455 section
+// 5.5), and the close code takes 2 of them (section 5.5.1).
+const maxCloseReasonBytes = 123
+
+// wsWriteBufferPool lends write buffers to connections only while they
+// write, so an idle connection holds none. It holds no configuration, so
+// handlers sharing it do not interfere.
+var wsWriteBufferPool = new(sync.Pool)
+
+// serveWebSocket serves one call of m over a WebSocket with the grpc-ws.v1
+// subprotocol (docs/protocol.md). The handshake is refused before the
+// upgrade, with a JSON status body, when the Origin is not allowed (403),
+// the subprotocol is not offered (400) or the request's headers do not make
+// valid metadata (400).
+func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *method) {
+	if origin := r.Header.Get(headerOrigin); origin != "" && !h.originAllowed(origin, r.Host) {
+		h.writeError(w, http.StatusForbidden, status.Newf(codes.PermissionDenied,
+			"origin %s may not open WebSockets to this bridge", quoteName(origin)))
+		return
+	}
+	// Subprotocols, not the raw header, because the upgrader selects the
+	// subprotocol from the same parse.
+	if !slices.Contains(websocket.Subprotocols(r), wsSubprotocol) {
+		h.writeError(w, http.StatusBadRequest, status.Newf(codes.InvalidArgument,
+			"%s: offer the WebSocket subprotocol %s in Sec-WebSocket-Protocol", m.name, wsSubprotocol))
+		return
+	}
+	md, timeout, err := h.requestMD.requestMetadata(r)
+	if err != nil {
+		h.writeError(w, http.StatusBadRequest, status.New(codes.InvalidArgument, err.Error()))
+		return
+	}
+	upgrader := websocket.Upgrader{
+		HandshakeTimeout: h.cfg.writeTimeout,
+		WriteBufferPool:  wsWriteBufferPool,
+		Subprotocols:     []string{wsSubprotocol},
+		// The origin was checked above against the handler's allow-list.
+		CheckOrigin: func(*http.Request) bool { return true },
+		Error: func(w http.ResponseWriter, _ *http.Request, httpStatus int, reason error) {
+			if httpStatus >= http.StatusInternalServerError {
+				// A failed hijack: bridge-internal, not for the browser.
+				h.writeError(w, httpStatus, status.New(codes.Internal, "WebSocket upgrade failed"))
+				return
+			}
+			// RFC 6455 section 4.4: tell the client which version we speak.
+			w.Header().Set(headerWSVersion, "13")
+			h.writeError(w, httpStatus, status.New(codes.InvalidArgument, reason.Error()))
+		},
+	}
+	conn, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered or closed the connection
+	}
+	s := newWSSession(h, m, r, conn, md, timeout)
+	s.serve()
+}
+
+// originAllowed reports whether a page of origin may open WebSockets: it is
+// on the allow-list ("*" allows any origin) or, when there is no
+// allow-list, its host is the request's host.
+func (h *Handler) originAllowed(origin, host string) bool {
+	if len(h.cfg.allowedOrigins) == 0 {
+		u, err := url.Parse(origin)
+		return err == nil && u.Host != "" && strings.EqualFold(u.Host, host)
+	}
+	for _, o := range h.cfg.allowedOrigins {
+		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// wsEnd is how a session ends: the content of the status frame and the
+// code of the close frame after it.
+type wsEnd struct {
+	st        *status.Status
+	trailers  metadata.MD
+	closeCode int
+}
+
+// callEnd is the ending for a call's final status: the close code repeats
+// the status code.
+func callEnd(st *status.Status, trailers metadata.MD) wsEnd {
+	return wsEnd{st: st, trailers: trailers, closeCode: wsCloseCode(st.Code())}
+}
+
+// violation is the ending for a frame that breaks the protocol.
+func violation(err error) wsEnd {
+	return wsEnd{st: status.New(codes.InvalidArgument, err.Error()), closeCode: websocket.ClosePolicyViolation}
+}
+
+// wsItem is what the receiver hands to the writer: the backend's response
+// headers, one encoded response message, or the final status.
+type wsItem struct {
+	kind     wsItemKind
+	data     []byte         // wsItemMessage: the message in binary wire format
+	md       metadata.MD    // wsItemHeaders: the response headers
+	st       *status.Status // wsItemStatus: the final status
+	trailers metadata.MD    // wsItemStatus: the response trailers
+}
+
+type wsItemKind uint8
+
+const (
+	wsItemHeaders wsItemKind = iota + 1
+	wsItemMessage
+	wsItemStatus
+)
+
+// wsSession is one WebSocket connection and the one call it carries.
+//
+// Three goroutines share it, each with its own side:
+//   - the reader (read) is the only one that reads the socket and the only
+//     one that calls NewStream, SendMsg and CloseSend;
+//   - the receiver (receive) is the only one that calls Header, RecvMsg and
+//     Trailer, and hands what it gets to the writer one item at a time;
+//   - the writer (write, then close) runs on the HTTP handler goroutine and
+//     is the only one that writes to the socket: messages, headers and
+//     status frames, pings, pongs and the close frame, each under a write
+//     deadline.
+//
+// The writer needs the receiver because RecvMsg cannot be selected on: a
+// writer blocked in RecvMsg on a quiet stream could not ping. The first of
+// them to end the session (end) decides the status and cancels the call;
+// the handler returns only after all three have ended.
+type wsSession struct {
+	h     *Handler
+	m     *method
+	r     *http.Request
+	conn  *websocket.Conn
+	start time.Time
+
+	// ctx is the session's context: the request's values, but cancelled
+	// only by end, so that the first ending decides the status. The call
+	// derives from it. A per-connection object, hence a context field.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	endOnce sync.Once
+	ended   chan struct{} // closed by end, after final is set
+	final   wsEnd         // written once by end, read after <-ended
+
+	// items is unbuffered: the receiver reads the next message from the
+	// backend only after the writer took the previous one.
+	items chan wsItem
+	// pongs holds the payload of the latest ping from the peer, which the
+	// writer answers. One slot: only the latest ping needs its pong (RFC
+	// 6455 section 5.5.3).
+	pongs      chan string
+	readerDone chan struct{}
+	receiver   sync.WaitGroup
+
+	// Between the reader and the writer's ping check, as durations since
+	// start (monotonic).
+	lastPong atomic.Int64 // when the last pong arrived
+	sending  atomic.Bool  // the reader waits on the backend, not the socket
+	sentAt   atomic.Int64 // when the reader last stopped waiting on the backend
+
+	// Reader side.
+	md         metadata.MD   // request metadata: the upgrade's headers, then the metadata frame's
+	timeout    time.Duration // from grpc-timeout, zero for none
+	stream     grpc.ClientStream
+	callCancel context.CancelFunc
+	frames     int  // data frames read so far
+	requests   int  // request messages sent
+	endSeen    bool // the client sent end
+	halfClosed bool // CloseSend was called
+	callOver   bool // SendMsg reported that the call has ended
+
+	// Writer side.
+	writeErr error
+	sent     int // response messages written
+}
+
+func newWSSession(h *Handler, m *method, r *http.Request, conn *websocket.Conn, md metadata.MD, timeout time.Duration) *wsSession {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	return &wsSession{
+		h:          h,
+		m:          m,
+		r:          r,
+		conn:       conn,
+		start:      time.Now(),
+		ctx:        ctx,
+		cancel:     cancel,
+		ended:      make(chan struct{}),
+		items:      make(chan wsItem),
+		pongs:      make(chan string, 1),
+		readerDone: make(chan struct{}),
+		md:         md,
+		timeout:    timeout,
+	}
+}
+
+// serve runs the session until the call and the connection have ended.
+func (s *wsSession) serve() {
+	defer s.cancel()
+	// A deadline that the HTTP server set for reading the request would
+	// otherwise end the connection: the reader reads for as long as it is
+	// open, and the writer's ping check decides when the peer is gone.
+	_ = s.conn.SetReadDeadline(time.Time{})
+	s.conn.SetPingHandler(s.onPing)
+	s.conn.SetPongHandler(s.onPong)
+	// The writer answers a close frame, after the status frame.
+	s.conn.SetCloseHandler(func(int, string) error { return nil })
+
+	go func() {
+		defer close(s.readerDone)
+		s.read()
+	}()
+	s.write()
+	s.close()
+	<-s.readerDone
+	s.receiver.Wait()
+	s.logEnd()
+}
+
+// end ends the session with e, unless it has ended already: the first
+// ending wins. It cancels the call at once.
+func (s *wsSession) end(e wsEnd) {
+	s.endOnce.Do(func() {
+		s.final = e
+		close(s.ended)
+		s.cancel()
+	})
+}
+
+func (s *wsSession) isEnded() bool {
+	select {
+	case <-s.ended:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *wsSession) since() int64 { return int64(time.Since(s.start)) }
+
+// read is the reader goroutine. It reads frames until the socket fails or
+// the peer's close frame arrives, and ends the session then, which cancels
+// the call: the browser is gone. It keeps reading after the call has ended,
+// discarding data frames, so that control frames are still processed and
+// the peer's close frame is seen.
+func (s *wsSession) read() {
+	defer func() {
+		if s.callCancel != nil {
+			s.callCancel()
+		}
+	}()
+	for {
+		typ, rd, err := s.conn.NextReader()
+		if err != nil {
+			s.end(peerGone(err))
+			return
+		}
+		// The limit is enforced here rather than with SetReadLimit, with
+		// which the connection would send its own close frame without the
+		// status frame before it. The rest of a message over the limit is
+		// discarded by the next NextReader.
+		data, err := io.ReadAll(io.LimitReader(rd, s.h.cfg.readMaxBytes+1))
+		if err != nil {
+			continue // NextReader returns the error again
+		}
+		if int64(len(data)) > s.h.cfg.readMaxBytes {
+			s.end(wsEnd{
+				st:        status.Newf(codes.ResourceExhausted, "message larger than the limit of %d bytes", s.h.cfg.readMaxBytes),
+				closeCode: websocket.CloseMessageTooBig,
+			})
+			continue
+		}
+		if s.isEnded() || s.callOver {
+			continue // the status and the close frame are on their way
+		}
+		var verr error
+		switch typ {
+		case websocket.BinaryMessage:
+			verr = s.onMessage(data)
+		case websocket.TextMessage:
+			verr = s.onControl(data)
+		}
+		s.frames++
+		if verr != nil {
+			s.end(violation(verr))
+		}
+	}
+}
+
+// peerGone is the ending when the socket fails or the peer closes it.
+func peerGone(err error) wsEnd {
+	st := status.New(codes.Canceled, "client connection lost")
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		st = status.Newf(codes.Canceled, "client closed the WebSocket with code %d", ce.Code)
+	}
+	return callEnd(st, nil)
+}
+
+// onMessage handles a binary frame: one request message. The first frame
+// opens the call when no metadata frame did. A method that is not
+// client-streaming takes exactly one message, which is followed by
+// CloseSend at once.
+func (s *wsSession) onMessage(data []byte) error {
+	switch {
+	case s.endSeen:
+		return errors.New("message after end")
+	case s.halfClosed:
+		return fmt.Errorf("%s is not client-streaming: it takes exactly one request message", s.m.name)
+	}
+	msg := dynamicpb.NewMessage(s.m.desc.Input())
+	if err := proto.Unmarshal(data, msg); err != nil {
+		return fmt.Errorf("binary frame is not a %s: %v", s.m.desc.Input().FullName(), err)
+	}
+	if s.stream == nil && !s.open() {
+		return nil
+	}
+	// SendMsg may keep msg: a new message for every frame.
+	if !s.send(msg) {
+		return nil
+	}
+	s.requests++
+	if !s.m.streamDesc.ClientStreams {
+		s.closeSend()
+	}
+	return nil
+}
+
+// onControl handles a text frame: a metadata frame, which must come first
+// and opens the call, or an end frame.
+func (s *wsSession) onControl(data []byte) error {
+	c, err := decodeControl(data)
+	if err != nil {
+		return err
+	}
+	if c.metadata != nil {
+		if s.frames > 0 {
+			return errors.New("metadata is allowed only once, as the first frame")
+		}
+		if err := s.addMetadata(c.metadata); err != nil {
+			return err
+		}
+		s.open()
+		return nil
+	}
+	switch {
+	case s.endSeen:
+		return errors.New("end sent twice")
+	case !s.m.streamDesc.ClientStreams && s.requests == 0:
+		return fmt.Errorf("end before the request message: %s takes exactly one request message", s.m.name)
+	}
+	s.endSeen = true
+	if s.stream == nil && !s.open() {
+		return nil
+	}
+	s.closeSend()
+	return nil
+}
+
+// addMetadata adds the entries of a metadata frame to the request metadata
+// with the rules of HTTP request headers: keys are case-insensitive, keys
+// not on the allow-list are dropped, -bin values are base64, other values
+// printable ASCII, and grpc-timeout sets the call's deadline.
+func (s *wsSession) addMetadata(entries map[string][]string) error {
+	for name, values := range entries {
+		key := strings.ToLower(name)
+		if key == "" || strings.ContainsFunc(key, func(r rune) bool { return !isTokenChar(r) }) {
+			return fmt.Errorf("metadata key %s is not a valid header name", quoteName(name))
+		}
+		// The bridge sets these itself, from the connection.
+		if !s.h.requestMD.allows(key) || key == mdForwardedFor || key == mdForwardedHost {
+			continue
+		}
+		if key == mdTimeout {
+			if len(values) != 1 {
+				return errors.New("metadata grpc-timeout: want exactly one value")
+			}
+			d, err := parseTimeout(values[0])
+			if err != nil {
+				return fmt.Errorf("metadata grpc-timeout: %w", err)
+			}
+			s.timeout = d
+			continue
+		}
+		for _, v := range values {
+			if strings.HasSuffix(key, binaryKeySuffix) {
+				b, err := decodeBinaryHeader(v)
+				if err != nil {
+					return fmt.Errorf("metadata %s: not base64: %v", quoteName(key), err)
+				}
+				s.md[key] = append(s.md[key], string(b))
+				continue
+			}
+			if !isPrintableASCII(v) {
+				return fmt.Errorf("metadata %s: values must be printable ASCII", quoteName(key))
+			}
+			s.md[key] = append(s.md[key], v)
+		}
+	}
+	return nil
+}
+
+// open starts the call and the receiver that relays its responses. It
+// reports false when the call could not start; the session is ending then.
+func (s *wsSession) open() bool {
+	ctx, cancel := callContext(s.ctx, s.timeout)
+	s.callCancel = cancel // called when the reader returns
+	s.sending.Store(true)
+	stream, err := s.m.conn.NewStream(metadata.NewOutgoingContext(ctx, s.md), &s.m.streamDesc, s.m.path)
+	s.doneSending()
+	if err != nil {
+		s.end(callEnd(statusFromError(err), nil))
+		return false
+	}
+	s.stream = stream
+	s.receiver.Go(func() { s.receive(stream) })
+	return true
+}
+
+// send sends one request message. It blocks while the backend does not
+// take it (gRPC flow control), which holds up reading the socket and so,
+// through TCP, the browser. It reports false when the call has ended.
+func (s *wsSession) send(msg *dynamicpb.Message) bool {
+	s.sending.Store(true)
+	err := s.stream.SendMsg(msg)
+	s.doneSending()
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, io.EOF):
+		// The call has ended; RecvMsg returns its status to the receiver.
+		s.callOver = true
+	default:
+		s.end(callEnd(statusFromError(err), nil))
+	}
+	return false
+}
+
+func (s *wsSession) doneSending() {
+	s.sentAt.Store(s.since())
+	s.sending.Store(false)
+}
+
+func (s *wsSession) closeSend() {
+	_ = s.stream.CloseSend() // always nil for client streams
+	s.halfClosed = true
+}
+
+// onPing runs on the reader. The writer answers, since it alone writes; a
+// newer ping replaces one it has not answered yet.
+func (s *wsSession) onPing(payload string) error {
+	select {
+	case s.pongs <- payload:
+		return nil
+	default:
+	}
+	select {
+	case <-s.pongs:
+	default:
+	}
+	select {
+	case s.pongs <- payload:
+	default:
+	}
+	return nil
+}
+
+// onPong runs on the reader.
+func (s *wsSession) onPong(string) error {
+	s.lastPong.Store(s.since())
+	return nil
+}
+
+// receive is the receiver goroutine. It relays the call's headers, messages
+// and final status to the writer and reads the next message only after the
+// writer took the previous one, so a slow browser slows the backend through
+// gRPC flow control. It ends after handing over the status, or when the
+// session ends, which cancels the call and so unblocks RecvMsg.
+func (s *wsSession) receive(stream grpc.ClientStream) {
+	// Header blocks until the backend sends headers or ends the call; nil
+	// means it ended without headers (a trailers-only response), whose
+	// status RecvMsg returns next.
+	if hdr, _ := stream.Header(); hdr != nil {
+		if !s.hand(wsItem{kind: wsItemHeaders, md: hdr}) {
+			return
+		}
+	}
+	// One message serves every response: it is encoded before the next
+	// RecvMsg overwrites it. Deterministic, because a dynamic message
+	// otherwise encodes its fields in random order: valid, but browsers
+	// and caches are better served by the bytes that generated code emits
+	// (fields in number order).
+	msg := dynamicpb.NewMessage(s.m.desc.Output())
+	marshal := proto.MarshalOptions{Deterministic: true}
+	for {
+		if err := stream.RecvMsg(msg); err != nil {
+			st := status.New(codes.OK, "")
+			if !errors.Is(err, io.EOF) {
+				st = statusFromError(err)
+			}
+			s.hand(wsItem{kind: wsItemStatus, st: st, trailers: stream.Trailer()})
+			return
+		}
+		data, err := marshal.Marshal(msg)
+		if err != nil {
+			s.hand(wsItem{kind: wsItemStatus, st: status.Newf(codes.Internal, "bridge: cannot encode a %s", s.m.desc.Output().FullName())})
+			return
+		}
+		if !s.hand(wsItem{kind: wsItemMessage, data: data}) {
+			return
+		}
+	}
+}
+
+// hand gives it to the writer; false means the session ended first.
+func (s *wsSession) hand(it wsItem) bool {
+	select {
+	case s.items <- it:
+		return true
+	case <-s.ended:
+		return false
+	}
+}
+
+// write is the writer's main loop, on the handler goroutine. It returns
+// once the session has ended; close then writes the status and close
+// frames.
+func (s *wsSession) write() {
+	ping := time.NewTicker(s.h.cfg.pingInterval)
+	defer ping.Stop()
+	pongDue := time.NewTimer(s.h.cfg.pongTimeout)
+	pongDue.Stop() // armed by each ping
+	defer pongDue.Stop()
+	var (
+		awaitingPong bool
+		pingAt       int64 // when the unanswered ping was sent
+		checkFrom    int64 // start of the time in which the reader must have read the pong
+	)
+	// The request's context ends while the socket is open only when the
+	// server's base context does (net/http has let go of a hijacked
+	// connection): the bridge is shutting down. A later Handler.Shutdown
+	// hooks in here too, with a per-handler channel closed on drain and
+	// selected next to this one, ending sessions the same way.
+	drain := s.r.Context().Done()
+	for !s.isEnded() {
+		select {
+		case it := <-s.items:
+			switch it.kind {
+			case wsItemHeaders:
+				s.writeMessage(websocket.TextMessage, encodeHeaders(s.h.responseMD.responseMetadata(it.md)))
+			case wsItemMessage:
+				s.writeMessage(websocket.BinaryMessage, it.data)
+				s.sent++
+			case wsItemStatus:
+				s.end(callEnd(it.st, it.trailers))
+			}
+		case payload := <-s.pongs:
+			s.writeControl(websocket.PongMessage, []byte(payload))
+		case <-ping.C:
+			if awaitingPong && s.lastPong.Load() < pingAt {
+				continue // the pong check decides
+			}
+			awaitingPong = true
+			pingAt = s.since()
+			checkFrom = pingAt
+			s.writeControl(websocket.PingMessage, nil)
+			pongDue.Reset(s.h.cfg.pongTimeout)
+		case <-pongDue.C:
+			switch {
+			case s.lastPong.Load() >= pingAt:
+				awaitingPong = false
+			case s.sending.Load() || s.sentAt.Load() > checkFrom:
+				// The reader has been waiting on the backend instead of
+				// reading the socket, where the pong may sit: no verdict
+				// on the peer yet.
+				checkFrom = s.since()
+				pongDue.Reset(s.h.cfg.pongTimeout)
+			default:
+				s.end(callEnd(status.Newf(codes.Unavailable, "client did not answer a ping within %v", s.h.cfg.pongTimeout), nil))
+			}
+		case <-drain:
+			s.end(wsEnd{st: status.New(codes.Unavailable, "the bridge is shutting down"), closeCode: websocket.CloseGoingAway})
+		case <-s.ended:
+		}
+	}
+}
+
+// close ends the connection as RFC 6455 section 7 asks: the status frame,
+// then the close frame, then it waits for the peer's close frame (the
+// reader returns when it arrives) for at most the pong timeout, and closes
+// the TCP connection, which also ends a reader still waiting.
+func (s *wsSession) close() {
+	e := s.final
+	s.writeMessage(websocket.TextMessage, encodeStatus(s.h.codec, e.st, s.h.responseMD.responseMetadata(e.trailers)))
+	s.writeControl(websocket.CloseMessage, websocket.FormatCloseMessage(e.closeCode, closeReason(e.st.Message())))
+	wait := time.NewTimer(s.h.cfg.pongTimeout)
+	defer wait.Stop()
+	select {
+	case <-s.readerDone:
+	case <-wait.C:
+	}
+	_ = s.conn.Close()
+}
+
+// writeMessage writes one data frame under the write deadline. After a
+// failed write the connection is broken: the session ends and nothing more
+// is written.
+func (s *wsSession) writeMessage(typ int, data []byte) {
+	if s.writeErr != nil {
+		return
+	}
+	if err := s.conn.SetWriteDeadline(time.Now().Add(s.h.cfg.writeTimeout)); err != nil {
+		s.writeFailed(err)
+		return
+	}
+	if err := s.conn.WriteMessage(typ, data); err != nil {
+		s.writeFailed(err)
+	}
+}
+
+// writeControl writes one control frame under the write deadline.
+func (s *wsSession) writeControl(typ int, data []byte) {
+	if s.writeErr != nil {
+		return
+	}
+	if err := s.conn.WriteControl(typ, data, time.Now().Add(s.h.cfg.writeTimeout)); err != nil {
+		s.writeFailed(err)
+	}
+}
+
+func (s *wsSession) writeFailed(err error) {
+	s.writeErr = err
+	s.end(callEnd(status.New(codes.Unavailable, "write to client failed"), nil))
+}
+
+// closeReason makes a close frame's reason from a status message: valid
+// UTF-8 (RFC 6455 section 5.5.1), cut on a character boundary to fit the
+// frame.
+func closeReason(msg string) string {
+	return truncateUTF8(strings.ToValidUTF8(msg, "\uFFFD"), maxCloseReasonBytes)
+}
+
+// logEnd logs the end of a session: at Debug for expected endings, at Info
+// for a client that broke the protocol, at Warn when the backend or the
+// bridge failed.
+func (s *wsSession) logEnd() {
+	e := s.final
+	level := slog.LevelDebug
+	switch {
+	case e.closeCode == websocket.ClosePolicyViolation || e.closeCode == websocket.CloseMessageTooBig:
+		level = slog.LevelInfo
+	case e.closeCode == websocket.CloseGoingAway:
+	case e.st.Code() == codes.Unknown, e.st.Code() == codes.Internal, e.st.Code() == codes.DataLoss, e.st.Code() == codes.Unavailable:
+		level = slog.LevelWarn
+	}
+	if !s.h.log.Enabled(s.r.Context(), level) {
+		return
+	}
+	s.h.log.LogAttrs(context.Background(), level, "stream ended",
+		slog.String(logKeyMethod, s.m.name),
+		slog.String(logKeyTransport, "websocket"),
+		slog.String(logKeyPeer, s.r.RemoteAddr),
+		slog.String(logKeyCode, e.st.Code().String()),
+		slog.String(logKeyMessage, e.st.Message()),
+		slog.Int("close_code", e.closeCode),
+		slog.Duration(logKeyDuration, time.Since(s.start)),
+		slog.Int(logKeyMessages, s.sent),
+	)
+}
