@@ -4,28 +4,70 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 )
 
-// Config is everything the bridge binary can be told on its command line.
+// Config is everything the bridge binary can be told, on its command line
+// or in its YAML config file. Each setting's YAML key is its flag's name
+// with dashes as underscores, except the repeatable flags, whose keys are
+// plural (-backend: backends, -allow-origin: allow_origins, ...).
 type Config struct {
-	Addr              string
-	Demo              bool
-	Backends          []string // "target" or "pattern=target"
-	Descriptors       string
-	Expose            []string
-	RequestHeaders    []string
-	ResponseMetadata  []string
-	TLSCert           string
-	TLSKey            string
-	H2C               bool
-	HeartbeatInterval time.Duration
-	RetryInterval     time.Duration
-	WriteTimeout      time.Duration
-	DrainTimeout      time.Duration
-	LogFormat         string
-	LogLevel          string
+	Addr              string                  `yaml:"addr"`
+	Demo              bool                    `yaml:"demo"`
+	Backends          []BackendConfig         `yaml:"backends"`
+	Descriptors       string                  `yaml:"descriptors"`
+	Expose            []string                `yaml:"expose"`
+	AllowOrigins      []string                `yaml:"allow_origins"`
+	RequestHeaders    []string                `yaml:"request_headers"`
+	ResponseMetadata  []string                `yaml:"response_metadata"`
+	Methods           map[string]MethodConfig `yaml:"methods"`
+	TLSCert           string                  `yaml:"tls_cert"`
+	TLSKey            string                  `yaml:"tls_key"`
+	H2C               bool                    `yaml:"h2c"`
+	HeartbeatInterval time.Duration           `yaml:"heartbeat"`
+	RetryInterval     time.Duration           `yaml:"retry"`
+	WriteTimeout      time.Duration           `yaml:"write_timeout"`
+	PingInterval      time.Duration           `yaml:"ping_interval"`
+	PongTimeout       time.Duration           `yaml:"pong_timeout"`
+	ReadMaxBytes      int64                   `yaml:"read_max_bytes"`
+	DrainTimeout      time.Duration           `yaml:"drain_timeout"`
+	LogFormat         string                  `yaml:"log_format"`
+	LogLevel          string                  `yaml:"log_level"`
+}
+
+// BackendConfig is one upstream gRPC target and the services it serves.
+type BackendConfig struct {
+	// Name identifies the backend in logs; defaults to the target.
+	Name string `yaml:"name"`
+	// Target is a gRPC target: host:port, dns:///name:port, xds:///name.
+	Target string `yaml:"target"`
+	// Services are patterns of the services this backend serves (pkg.*,
+	// pkg.Service). Empty: every exposed service no other backend claims.
+	Services []string `yaml:"services"`
+}
+
+// MethodConfig overrides the SSE options that a method's proto declares.
+type MethodConfig struct {
+	CursorField string `yaml:"cursor_field"`
+	ResumeField string `yaml:"resume_field"`
+}
+
+// defaultConfig holds the defaults of every setting.
+func defaultConfig() Config {
+	return Config{
+		Addr:              ":8080",
+		HeartbeatInterval: 15 * time.Second,
+		RetryInterval:     2 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		PingInterval:      30 * time.Second,
+		PongTimeout:       10 * time.Second,
+		ReadMaxBytes:      4 << 20,
+		DrainTimeout:      10 * time.Second,
+		LogFormat:         "text",
+		LogLevel:          "info",
+	}
 }
 
 // listFlag is a repeatable string flag.
@@ -38,33 +80,103 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
-// parseFlags reads the command line into a Config and checks it.
+// backendFlag is the repeatable -backend flag: target or pattern=target.
+type backendFlag []BackendConfig
+
+func (b *backendFlag) String() string { return fmt.Sprint(*b) }
+
+func (b *backendFlag) Set(v string) error {
+	pattern, target, named := strings.Cut(v, "=")
+	if !named {
+		*b = append(*b, BackendConfig{Target: v})
+		return nil
+	}
+	if pattern == "" || target == "" {
+		return fmt.Errorf("%q: want target or pattern=target", v)
+	}
+	*b = append(*b, BackendConfig{Target: target, Services: []string{pattern}})
+	return nil
+}
+
+// pluralKeys maps the repeatable flags to their config-file keys.
+var pluralKeys = map[string]string{
+	"backend":           "backends",
+	"allow-origin":      "allow_origins",
+	"request-header":    "request_headers",
+	"response-metadata": "response_metadata",
+}
+
+// parseFlags reads the command line and, with -config, the config file
+// (flags given on the command line override the file), and checks the
+// result.
 func parseFlags(args []string) (*Config, error) {
-	c := &Config{}
+	c := defaultConfig()
+	var configFile string
 	fs := flag.NewFlagSet("bridge", flag.ContinueOnError)
-	fs.StringVar(&c.Addr, "addr", ":8080", "listen address `host:port`")
+	fs.StringVar(&configFile, "config", "", "YAML config `file`; flags given on the command line override it")
+	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address `host:port`")
 	fs.BoolVar(&c.Demo, "demo", false, "run the demo services in-process, expose them and serve the demo page at /")
-	fs.Var((*listFlag)(&c.Backends), "backend", "gRPC `target` for every exposed service, or pattern=target for the services matching pattern (repeatable)")
+	fs.Var((*backendFlag)(&c.Backends), "backend", "gRPC `target` for every exposed service, or pattern=target for the services matching pattern (repeatable)")
 	fs.StringVar(&c.Descriptors, "descriptors", "", "binary FileDescriptorSet `file` (buf build -o) holding the exposed services; default: the compiled-in descriptors")
 	fs.Var((*listFlag)(&c.Expose), "expose", "expose the methods matching `pattern`: pkg.*, pkg.Service or pkg.Service/Method (repeatable)")
+	fs.Var((*listFlag)(&c.AllowOrigins), "allow-origin", "let pages from this `origin` (https://app.example.com, or *) open WebSockets (repeatable; default: same origin only)")
 	fs.Var((*listFlag)(&c.RequestHeaders), "request-header", "forward this request `header` (or prefix*) to backends as metadata (repeatable; replaces the default list)")
 	fs.Var((*listFlag)(&c.ResponseMetadata), "response-metadata", "pass this backend metadata `key` (or prefix*) to browsers (repeatable)")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate `file`: serve HTTPS with HTTP/2")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "TLS private key `file`")
 	fs.BoolVar(&c.H2C, "h2c", false, "serve cleartext HTTP/2 (behind a proxy) besides HTTP/1.1")
-	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", 15*time.Second, "SSE heartbeat interval")
-	fs.DurationVar(&c.RetryInterval, "retry", 2*time.Second, "SSE reconnection time sent to browsers")
-	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "bound of each write to a browser")
-	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "time to drain streams after SIGTERM")
-	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", c.HeartbeatInterval, "SSE heartbeat interval")
+	fs.DurationVar(&c.RetryInterval, "retry", c.RetryInterval, "SSE reconnection time sent to browsers")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "bound of each write to a browser")
+	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "WebSocket ping interval")
+	fs.DurationVar(&c.PongTimeout, "pong-timeout", c.PongTimeout, "time a WebSocket peer has to answer a ping")
+	fs.Int64Var(&c.ReadMaxBytes, "read-max-bytes", c.ReadMaxBytes, "largest request message from a browser, in bytes")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time to drain streams after SIGTERM")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	return c, c.validate()
+	if configFile != "" {
+		file := defaultConfig()
+		if err := loadConfigFile(configFile, &file); err != nil {
+			return nil, err
+		}
+		// Flags given on the command line win over the file.
+		fs.Visit(func(f *flag.Flag) {
+			if key := configKey(f.Name); key != "" {
+				copyField(&file, &c, key)
+			}
+		})
+		c = file
+	}
+	return &c, c.validate()
+}
+
+// configKey returns the config-file key of a flag, or "" for -config.
+func configKey(flagName string) string {
+	if flagName == "config" {
+		return ""
+	}
+	if k, ok := pluralKeys[flagName]; ok {
+		return k
+	}
+	return strings.ReplaceAll(flagName, "-", "_")
+}
+
+// copyField copies the setting with the YAML key from src to dst.
+func copyField(dst, src *Config, key string) {
+	dv, sv := reflect.ValueOf(dst).Elem(), reflect.ValueOf(src).Elem()
+	for i := range dv.NumField() {
+		if name, _, _ := strings.Cut(dv.Type().Field(i).Tag.Get("yaml"), ","); name == key {
+			dv.Field(i).Set(sv.Field(i))
+			return
+		}
+	}
+	panic("bridge: flag without a config key: " + key) // a programming error, caught by the tests
 }
 
 func (c *Config) validate() error {
@@ -85,17 +197,30 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("-h2c is for cleartext; with TLS, HTTP/2 is on already"))
 	}
 	defaults := 0
-	for _, b := range c.Backends {
-		pattern, target, ok := strings.Cut(b, "=")
-		switch {
-		case !ok:
+	for i, b := range c.Backends {
+		if b.Target == "" {
+			errs = append(errs, fmt.Errorf("backends[%d]: no target", i))
+		}
+		if len(b.Services) == 0 {
 			defaults++
-		case pattern == "" || target == "":
-			errs = append(errs, fmt.Errorf("-backend %q: want target or pattern=target", b))
 		}
 	}
 	if defaults > 1 {
-		errs = append(errs, errors.New("more than one default -backend: name the services of the others with pattern=target"))
+		errs = append(errs, errors.New("more than one default backend: give the others the services they serve (pattern=target)"))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"heartbeat", c.HeartbeatInterval}, {"retry", c.RetryInterval}, {"write-timeout", c.WriteTimeout},
+		{"ping-interval", c.PingInterval}, {"pong-timeout", c.PongTimeout}, {"drain-timeout", c.DrainTimeout},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("-%s must be positive, got %v", d.name, d.v))
+		}
+	}
+	if c.ReadMaxBytes <= 0 {
+		errs = append(errs, fmt.Errorf("-read-max-bytes must be positive, got %d", c.ReadMaxBytes))
 	}
 	switch c.LogFormat {
 	case "text", "json":

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -39,6 +38,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 		bridge.WithHeartbeatInterval(cfg.HeartbeatInterval),
 		bridge.WithRetryInterval(cfg.RetryInterval),
 		bridge.WithWriteTimeout(cfg.WriteTimeout),
+		bridge.WithPingInterval(cfg.PingInterval),
+		bridge.WithPongTimeout(cfg.PongTimeout),
+		bridge.WithReadMaxBytes(cfg.ReadMaxBytes),
 		bridge.WithExpose(cfg.Expose...),
 	}
 	if len(cfg.RequestHeaders) > 0 {
@@ -71,23 +73,26 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 		opts = append(opts, bridge.WithBackend(conn), bridge.WithExpose("demo.v1.*"))
 	}
 	for _, b := range cfg.Backends {
-		pattern, target, named := strings.Cut(b, "=")
-		if !named {
-			target = pattern
-		}
-		conn, err := grpc.NewClient(target,
+		conn, err := grpc.NewClient(b.Target,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultServiceConfig(roundRobin),
 		)
 		if err != nil {
-			return fmt.Errorf("-backend %q: %w", b, err)
+			return fmt.Errorf("backend %q: %w", b.Target, err)
 		}
 		conns = append(conns, conn)
-		if named {
-			opts = append(opts, bridge.WithServiceBackend(pattern, conn))
-		} else {
+		if len(b.Services) == 0 {
 			opts = append(opts, bridge.WithBackend(conn))
 		}
+		for _, pattern := range b.Services {
+			opts = append(opts, bridge.WithServiceBackend(pattern, conn))
+		}
+	}
+	for name, mc := range cfg.Methods {
+		opts = append(opts, bridge.WithSSEOptions(name, bridge.SSEOptions{CursorField: mc.CursorField, ResumeField: mc.ResumeField}))
+	}
+	if len(cfg.AllowOrigins) > 0 {
+		opts = append(opts, bridge.WithAllowedOrigins(cfg.AllowOrigins...))
 	}
 
 	h, err := bridge.NewHandler(opts...)
