@@ -34,6 +34,7 @@ type Handler struct {
 	requestMD  *headerMatcher
 	responseMD *headerMatcher
 	log        *slog.Logger
+	streams    *streams
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -47,7 +48,7 @@ func NewHandler(opts ...Option) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, codec: newCodec(cfg.files), log: cfg.logger}
+	h := &Handler{cfg: cfg, codec: newCodec(cfg.files), log: cfg.logger, streams: newStreams()}
 	if h.requestMD, err = newHeaderMatcher(cfg.requestHeaders); err != nil {
 		return nil, fmt.Errorf("bridge: request headers: %w", err)
 	}

@@ -72,6 +72,13 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 
 	start := time.Now()
 	s := &sseStream{h: h, w: w, rc: http.NewResponseController(w)}
+	if !h.streams.begin() {
+		st := status.New(codes.Unavailable, "the bridge is shutting down")
+		s.finish(st, nil)
+		h.logStreamEnd(r, m, st, start, 0)
+		return
+	}
+	defer h.streams.end()
 	st := s.run(ctx, r.Context(), m, req, nextSeq)
 	h.logStreamEnd(r, m, st, start, s.messages)
 }
@@ -188,6 +195,14 @@ func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req *dynamicp
 			}
 		case <-clientCtx.Done():
 			return status.New(codes.Canceled, "client disconnected")
+		case <-s.h.streams.draining:
+			// No end event: the browser reconnects after the retry time,
+			// with Last-Event-ID, to a replica that is not draining.
+			s.commit()
+			s.buf = appendRetry(s.buf, s.h.cfg.retryInterval)
+			s.buf = append(s.buf, '\n')
+			_ = s.flush()
+			return status.New(codes.Unavailable, "the bridge is shutting down")
 		}
 		heartbeat.Reset(s.h.cfg.heartbeatInterval)
 	}

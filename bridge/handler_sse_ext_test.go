@@ -30,6 +30,7 @@ import (
 // services and the inspect service.
 type sseEnv struct {
 	url     string
+	handler *bridge.Handler
 	inspect *bridgetest.InspectServer
 }
 
@@ -47,7 +48,7 @@ func newSSEEnv(t *testing.T, opts ...bridge.Option) *sseEnv {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &sseEnv{url: srv.URL, inspect: inspect}
+	return &sseEnv{url: srv.URL, handler: h, inspect: inspect}
 }
 
 // do sends a request and fails the test on transport errors.

@@ -79,6 +79,11 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *meth
 			h.writeError(w, httpStatus, status.New(codes.InvalidArgument, reason.Error()))
 		},
 	}
+	if !h.streams.begin() {
+		h.writeError(w, http.StatusServiceUnavailable, status.New(codes.Unavailable, "the bridge is shutting down"))
+		return
+	}
+	defer h.streams.end()
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered or closed the connection
@@ -568,10 +573,9 @@ func (s *wsSession) write() {
 	)
 	// The request's context ends while the socket is open only when the
 	// server's base context does (net/http has let go of a hijacked
-	// connection): the bridge is shutting down. A later Handler.Shutdown
-	// hooks in here too, with a per-handler channel closed on drain and
-	// selected next to this one, ending sessions the same way.
-	drain := s.r.Context().Done()
+	// connection): the bridge is shutting down, as it is when
+	// Handler.Shutdown starts the drain.
+	shutdown := s.r.Context().Done()
 	for !s.isEnded() {
 		select {
 		case it := <-s.items:
@@ -608,7 +612,9 @@ func (s *wsSession) write() {
 			default:
 				s.end(callEnd(status.Newf(codes.Unavailable, "client did not answer a ping within %v", s.h.cfg.pongTimeout), nil))
 			}
-		case <-drain:
+		case <-shutdown:
+			s.end(wsEnd{st: status.New(codes.Unavailable, "the bridge is shutting down"), closeCode: websocket.CloseGoingAway})
+		case <-s.h.streams.draining:
 			s.end(wsEnd{st: status.New(codes.Unavailable, "the bridge is shutting down"), closeCode: websocket.CloseGoingAway})
 		case <-s.ended:
 		}

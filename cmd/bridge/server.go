@@ -128,6 +128,12 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 	log.Info("draining", slog.Duration("timeout", cfg.DrainTimeout))
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
+	// The handler first: SSE streams get their retry hint and end, and
+	// WebSockets (which http.Server.Shutdown does not track) close with
+	// 1001. Then the server closes its listener and idle connections.
+	if err := h.Shutdown(drainCtx); err != nil {
+		log.Warn("streams still open at the drain deadline", slog.Any("error", err))
+	}
 	if err := srv.Shutdown(drainCtx); err != nil {
 		// Streams still open at the deadline are cut; browsers resume them
 		// elsewhere with Last-Event-ID.
