@@ -188,3 +188,55 @@ func writeDescriptorSet(t *testing.T, path string, files ...string) {
 		t.Fatal(err)
 	}
 }
+
+func TestShutdownDrainsLiveStreams(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseFlags([]string{"-demo", "-retry", "1500ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, slog.New(slog.DiscardHandler), lis) }()
+
+	resp, err := http.Get("http://" + lis.Addr().String() + "/demo.v1.TickerService/Watch?symbol=A&interval_ms=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bridgetest.NewSSEReader(resp.Body)
+	for seen := 0; seen < 2; {
+		ev, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == "message" {
+			seen++
+		}
+	}
+	stop() // what SIGTERM does through signal.NotifyContext
+	var last bridgetest.Event
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			break
+		}
+		last = ev
+	}
+	if last.Type != "" || last.Retry != 1500*time.Millisecond {
+		t.Fatalf("last block %+v, want a lone retry hint", last)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(cfg.DrainTimeout):
+		t.Fatal("serve did not return within the drain timeout")
+	}
+}
