@@ -11,6 +11,10 @@
 //     proto3 JSON mapping. Streams resume with the browser's Last-Event-ID.
 //   - Methods with a google.api.http annotation are also served, as SSE, at
 //     the annotated path and verb.
+//   - Every method, and above all bidirectional streams, is served over a
+//     WebSocket with the grpc-ws.v1 subprotocol: one protobuf message per
+//     binary frame each way, JSON control objects (metadata, half-close,
+//     headers, the final status) in text frames.
 //
 // The handler is descriptor-driven: requests and responses are
 // [google.golang.org/protobuf/types/dynamicpb] messages built from the
@@ -20,6 +24,7 @@
 // Use [NewHandler] to build a handler, [WithBackend] and [WithServiceBackend]
 // to connect it to gRPC backends, and [WithSSEOptions] to override the
 // per-method options that proto files declare with (bridge.v1.method).
+// Use [Handler.Shutdown] to drain live streams before the server stops.
 //
 // # Concurrency
 //
@@ -31,4 +36,12 @@
 // so a slow browser slows the backend through gRPC flow control. The handler
 // returns only after the receiver has ended, and the upstream call is
 // cancelled on every path out of the handler.
+//
+// Each WebSocket uses three: a reader (the only one that reads the socket
+// and sends to the backend), a receiver (the only one that receives from
+// the backend) and the handler goroutine as the writer (the only one that
+// writes the socket: messages, control frames, pings, the close). The
+// receiver hands over one message at a time and the reader sends the next
+// message only when the backend took the last, so backpressure reaches both
+// ends and nothing buffers without bound.
 package bridge
