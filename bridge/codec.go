@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"errors"
+	"sync/atomic"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -20,7 +21,8 @@ type codec struct {
 }
 
 func newCodec(files *protoregistry.Files) *codec {
-	types := &typeResolver{schema: dynamicpb.NewTypes(files)}
+	types := &typeResolver{}
+	types.setSchema(files)
 	return &codec{
 		types:     types,
 		marshal:   protojson.MarshalOptions{Resolver: types},
@@ -32,11 +34,15 @@ func newCodec(files *protoregistry.Files) *codec {
 // values and status details) in the schema first, then among the types
 // compiled into the program, such as the google.rpc error details.
 type typeResolver struct {
-	schema *dynamicpb.Types
+	current atomic.Pointer[dynamicpb.Types]
+}
+
+func (t *typeResolver) setSchema(files *protoregistry.Files) {
+	t.current.Store(dynamicpb.NewTypes(files))
 }
 
 func (t *typeResolver) FindMessageByName(name protoreflect.FullName) (protoreflect.MessageType, error) {
-	mt, err := t.schema.FindMessageByName(name)
+	mt, err := t.current.Load().FindMessageByName(name)
 	if errors.Is(err, protoregistry.NotFound) {
 		return protoregistry.GlobalTypes.FindMessageByName(name)
 	}
@@ -44,7 +50,7 @@ func (t *typeResolver) FindMessageByName(name protoreflect.FullName) (protorefle
 }
 
 func (t *typeResolver) FindMessageByURL(url string) (protoreflect.MessageType, error) {
-	mt, err := t.schema.FindMessageByURL(url)
+	mt, err := t.current.Load().FindMessageByURL(url)
 	if errors.Is(err, protoregistry.NotFound) {
 		return protoregistry.GlobalTypes.FindMessageByURL(url)
 	}
@@ -52,7 +58,7 @@ func (t *typeResolver) FindMessageByURL(url string) (protoreflect.MessageType, e
 }
 
 func (t *typeResolver) FindExtensionByName(field protoreflect.FullName) (protoreflect.ExtensionType, error) {
-	xt, err := t.schema.FindExtensionByName(field)
+	xt, err := t.current.Load().FindExtensionByName(field)
 	if errors.Is(err, protoregistry.NotFound) {
 		return protoregistry.GlobalTypes.FindExtensionByName(field)
 	}
@@ -60,7 +66,7 @@ func (t *typeResolver) FindExtensionByName(field protoreflect.FullName) (protore
 }
 
 func (t *typeResolver) FindExtensionByNumber(message protoreflect.FullName, field protoreflect.FieldNumber) (protoreflect.ExtensionType, error) {
-	xt, err := t.schema.FindExtensionByNumber(message, field)
+	xt, err := t.current.Load().FindExtensionByNumber(message, field)
 	if errors.Is(err, protoregistry.NotFound) {
 		return protoregistry.GlobalTypes.FindExtensionByNumber(message, field)
 	}

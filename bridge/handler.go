@@ -3,10 +3,12 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"log/slog"
 	"mime"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/gorilla/websocket"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -29,7 +31,7 @@ const (
 // [NewHandler]; it is safe for concurrent use.
 type Handler struct {
 	cfg        *config
-	routes     *routes
+	routes     atomic.Pointer[routes] // swapped whole by UpdateFiles
 	codec      *codec
 	requestMD  *headerMatcher
 	responseMD *headerMatcher
@@ -55,10 +57,28 @@ func NewHandler(opts ...Option) (*Handler, error) {
 	if h.responseMD, err = newHeaderMatcher(cfg.responseMetadata); err != nil {
 		return nil, fmt.Errorf("bridge: response metadata: %w", err)
 	}
-	if h.routes, err = buildRoutes(cfg, h); err != nil {
+	rt, err := buildRoutes(cfg, cfg.files, h)
+	if err != nil {
 		return nil, fmt.Errorf("bridge: %w", err)
 	}
+	h.routes.Store(rt)
 	return h, nil
+}
+
+// UpdateFiles replaces the schema, as after a reload of descriptor files or
+// a new answer from server reflection. The new routes are built with the
+// handler's options and swapped in whole: streams already open keep running
+// on the schema they started with, new streams see the new one. On error
+// (for example, an expose pattern that no longer matches anything) the
+// handler keeps its current schema.
+func (h *Handler) UpdateFiles(files *protoregistry.Files) error {
+	rt, err := buildRoutes(h.cfg, files, h)
+	if err != nil {
+		return fmt.Errorf("bridge: %w", err)
+	}
+	h.codec.types.setSchema(files)
+	h.routes.Store(rt)
+	return nil
 }
 
 // ServeHTTP dispatches a request for a method's gRPC path by transport
@@ -68,11 +88,12 @@ func NewHandler(opts ...Option) (*Handler, error) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// EscapedPath, not Path: a percent-encoded slash or dot must not reach a
 	// method that the literal path does not name.
-	if m := h.routes.byPath[r.URL.EscapedPath()]; m != nil {
+	rt := h.routes.Load()
+	if m := rt.byPath[r.URL.EscapedPath()]; m != nil {
 		h.serveMethod(w, r, m)
 		return
 	}
-	h.routes.annotated.ServeHTTP(w, r)
+	rt.annotated.ServeHTTP(w, r)
 }
 
 // serveMethod serves a request for a method's gRPC path.

@@ -40,7 +40,8 @@ type binding struct {
 }
 
 // routes maps URLs to exposed methods. It is built once per schema and
-// read-only after, so requests read it without locks.
+// read-only after, so requests read it without locks; a new schema gets new
+// routes, swapped in whole.
 type routes struct {
 	byPath map[string]*method
 	// annotated serves the google.api.http paths with grpc-gateway's router,
@@ -48,8 +49,8 @@ type routes struct {
 	annotated *runtime.ServeMux
 }
 
-// buildRoutes resolves the exposed methods of the configured schema.
-func buildRoutes(c *config, h *Handler) (*routes, error) {
+// buildRoutes resolves the exposed methods of the schema files.
+func buildRoutes(c *config, files *protoregistry.Files, h *Handler) (*routes, error) {
 	for _, p := range c.expose {
 		if _, err := path.Match(p, ""); err != nil {
 			return nil, fmt.Errorf("expose pattern %q: %w", p, err)
@@ -69,7 +70,7 @@ func buildRoutes(c *config, h *Handler) (*routes, error) {
 	}
 	used := make(map[string]bool)
 	var errs []error
-	c.files.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+	files.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
 		services := fd.Services()
 		for i := range services.Len() {
 			sd := services.Get(i)
