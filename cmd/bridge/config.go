@@ -33,6 +33,7 @@ type Config struct {
 	PongTimeout       time.Duration           `yaml:"pong_timeout"`
 	ReadMaxBytes      int64                   `yaml:"read_max_bytes"`
 	DrainTimeout      time.Duration           `yaml:"drain_timeout"`
+	SchemaRefresh     time.Duration           `yaml:"schema_refresh"`
 	LogFormat         string                  `yaml:"log_format"`
 	LogLevel          string                  `yaml:"log_level"`
 }
@@ -46,6 +47,25 @@ type BackendConfig struct {
 	// Services are patterns of the services this backend serves (pkg.*,
 	// pkg.Service). Empty: every exposed service no other backend claims.
 	Services []string `yaml:"services"`
+	// Reflection loads this backend's schema with gRPC server reflection
+	// (v1, falling back to v1alpha), refreshed every schema_refresh and on
+	// SIGHUP.
+	Reflection bool `yaml:"reflection"`
+	// TLS connects to the backend over TLS; without it, cleartext HTTP/2.
+	TLS *BackendTLS `yaml:"tls"`
+}
+
+// BackendTLS is the TLS (or, with a client certificate, mTLS) setup of the
+// connection to a backend.
+type BackendTLS struct {
+	// CA is a PEM file of the CAs that sign the backend's certificate;
+	// default: the system's roots.
+	CA string `yaml:"ca"`
+	// Cert and Key are a PEM client certificate and key, for mTLS.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// ServerName overrides the name checked in the backend's certificate.
+	ServerName string `yaml:"server_name"`
 }
 
 // MethodConfig overrides the SSE options that a method's proto declares.
@@ -65,6 +85,7 @@ func defaultConfig() Config {
 		PongTimeout:       10 * time.Second,
 		ReadMaxBytes:      4 << 20,
 		DrainTimeout:      10 * time.Second,
+		SchemaRefresh:     5 * time.Minute,
 		LogFormat:         "text",
 		LogLevel:          "info",
 	}
@@ -132,6 +153,7 @@ func parseFlags(args []string) (*Config, error) {
 	fs.DurationVar(&c.PongTimeout, "pong-timeout", c.PongTimeout, "time a WebSocket peer has to answer a ping")
 	fs.Int64Var(&c.ReadMaxBytes, "read-max-bytes", c.ReadMaxBytes, "largest request message from a browser, in bytes")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time to drain streams after SIGTERM")
+	fs.DurationVar(&c.SchemaRefresh, "schema-refresh", c.SchemaRefresh, "how often to reload schemas from server reflection")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -201,6 +223,12 @@ func (c *Config) validate() error {
 		if b.Target == "" {
 			errs = append(errs, fmt.Errorf("backends[%d]: no target", i))
 		}
+		if t := b.TLS; t != nil && (t.Cert == "") != (t.Key == "") {
+			errs = append(errs, fmt.Errorf("backends[%d].tls: cert and key go together", i))
+		}
+		if b.Reflection && c.Descriptors != "" {
+			errs = append(errs, fmt.Errorf("backends[%d]: reflection and -descriptors are two schema sources; pick one", i))
+		}
 		if len(b.Services) == 0 {
 			defaults++
 		}
@@ -214,6 +242,7 @@ func (c *Config) validate() error {
 	}{
 		{"heartbeat", c.HeartbeatInterval}, {"retry", c.RetryInterval}, {"write-timeout", c.WriteTimeout},
 		{"ping-interval", c.PingInterval}, {"pong-timeout", c.PongTimeout}, {"drain-timeout", c.DrainTimeout},
+		{"schema-refresh", c.SchemaRefresh},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("-%s must be positive, got %v", d.name, d.v))

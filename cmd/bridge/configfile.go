@@ -55,6 +55,12 @@ func (d *nodeDecoder) decode(n *yaml.Node, v reflect.Value, key string) error {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return nil // key present without a value: keep the default
 	}
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		v = v.Elem()
+	}
 	switch {
 	case v.Type() == durationType:
 		if n.Kind != yaml.ScalarNode {

@@ -24,7 +24,7 @@ func TestConfigFileErrors(t *testing.T) {
 		name, body, want string
 	}{
 		{"unknown key", "addr: :1\nexpoze: [a.*]\n", `:2: expoze: unknown key (known: addr, allow_origins,`},
-		{"unknown nested key", "backends:\n  - target: x:1\n    servces: [a.*]\n", `:3: backends[0].servces: unknown key (known: name, services, target)`},
+		{"unknown nested key", "backends:\n  - target: x:1\n    servces: [a.*]\n", `:3: backends[0].servces: unknown key (known: name, reflection, services, target, tls)`},
 		{"wrong type for a list", "expose: demo.v1.*\n", `:1: expose: want a list`},
 		{"wrong type for a duration", "heartbeat: 15\n", `:1: heartbeat: "15" is not a duration such as 10s or 1m30s`},
 		{"negative duration", "retry: -1s\n", `:1: retry: "-1s" is not a duration`},
@@ -96,7 +96,7 @@ func TestEveryFlagHasAConfigKey(t *testing.T) {
 	path := writeConfig(t, "demo: true\n")
 	args := []string{"-config", path, "-addr", ":1", "-demo", "-descriptors", "d", "-expose", "e", "-allow-origin", "o",
 		"-request-header", "h", "-response-metadata", "m", "-heartbeat", "1s", "-retry", "1s",
-		"-write-timeout", "1s", "-ping-interval", "1s", "-pong-timeout", "1s", "-read-max-bytes", "1", "-drain-timeout", "1s",
+		"-write-timeout", "1s", "-ping-interval", "1s", "-pong-timeout", "1s", "-read-max-bytes", "1", "-drain-timeout", "1s", "-schema-refresh", "1m",
 		"-log-format", "json", "-log-level", "debug", "-h2c"}
 	if _, err := parseFlags(args); err != nil {
 		t.Fatal(err)
