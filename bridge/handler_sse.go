@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
 )
@@ -79,7 +81,10 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 		return
 	}
 	defer h.streams.end()
+	s.obs = h.cfg.metrics.StreamStarted(m.name, TransportSSE, r.Header.Get(headerLastEventID) != "")
+	s.obs.MessageReceived(proto.Size(req))
 	st := s.run(ctx, r.Context(), m, req, nextSeq)
+	s.obs.StreamEnded(st.Code(), 0, s.slow)
 	h.logStreamEnd(r, m, st, start, s.messages)
 }
 
@@ -121,6 +126,8 @@ type sseStream struct {
 	buf       []byte // events not yet written
 	committed bool   // the 200 and the first bytes are in buf or written
 	messages  int
+	slow      bool // a write to the browser timed out
+	obs       StreamObserver
 }
 
 // run opens the call, relays it until it ends, and returns its final
@@ -175,6 +182,7 @@ func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req *dynamicp
 				s.commit()
 				s.buf = appendEvent(s.buf, it.id, sseEventMessage, it.data)
 				s.messages++
+				s.obs.MessageSent(len(it.data))
 			case itemStatus:
 				s.finish(it.st, it.trailers)
 				return it.st
@@ -263,6 +271,7 @@ func (s *sseStream) flush() error {
 }
 
 func (s *sseStream) writeFailed(err error) *status.Status {
+	s.slow = errors.Is(err, os.ErrDeadlineExceeded)
 	return status.Newf(codes.Unavailable, "write to client: %v", err)
 }
 
@@ -349,7 +358,7 @@ func (h *Handler) logStreamEnd(r *http.Request, m *method, st *status.Status, st
 	}
 	h.log.LogAttrs(context.Background(), level, "stream ended",
 		slog.String(logKeyMethod, m.name),
-		slog.String(logKeyTransport, "sse"),
+		slog.String(logKeyTransport, TransportSSE),
 		slog.String(logKeyPeer, r.RemoteAddr),
 		slog.String(logKeyCode, st.Code().String()),
 		slog.String(logKeyMessage, st.Message()),

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -89,6 +90,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *meth
 		return // the upgrader has answered or closed the connection
 	}
 	s := newWSSession(h, m, r, conn, md, timeout)
+	s.obs = h.cfg.metrics.StreamStarted(m.name, TransportWebSocket, false)
 	s.serve()
 }
 
@@ -205,6 +207,8 @@ type wsSession struct {
 	halfClosed bool // CloseSend was called
 	callOver   bool // SendMsg reported that the call has ended
 
+	obs StreamObserver // MessageReceived from the reader, MessageSent from the writer
+
 	// Writer side.
 	writeErr error
 	sent     int // response messages written
@@ -249,6 +253,7 @@ func (s *wsSession) serve() {
 	s.close()
 	<-s.readerDone
 	s.receiver.Wait()
+	s.obs.StreamEnded(s.final.st.Code(), s.final.closeCode, errors.Is(s.writeErr, os.ErrDeadlineExceeded))
 	s.logEnd()
 }
 
@@ -354,6 +359,7 @@ func (s *wsSession) onMessage(data []byte) error {
 	if !s.send(msg) {
 		return nil
 	}
+	s.obs.MessageReceived(len(data))
 	s.requests++
 	if !s.m.streamDesc.ClientStreams {
 		s.closeSend()
@@ -585,6 +591,7 @@ func (s *wsSession) write() {
 			case wsItemMessage:
 				s.writeMessage(websocket.BinaryMessage, it.data)
 				s.sent++
+				s.obs.MessageSent(len(it.data))
 			case wsItemStatus:
 				s.end(callEnd(it.st, it.trailers))
 			}
@@ -694,7 +701,7 @@ func (s *wsSession) logEnd() {
 	}
 	s.h.log.LogAttrs(context.Background(), level, "stream ended",
 		slog.String(logKeyMethod, s.m.name),
-		slog.String(logKeyTransport, "websocket"),
+		slog.String(logKeyTransport, TransportWebSocket),
 		slog.String(logKeyPeer, s.r.RemoteAddr),
 		slog.String(logKeyCode, e.st.Code().String()),
 		slog.String(logKeyMessage, e.st.Message()),

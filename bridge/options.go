@@ -82,6 +82,7 @@ type config struct {
 	pingInterval      time.Duration
 	pongTimeout       time.Duration
 	logger            *slog.Logger
+	metrics           Metrics
 }
 
 // WithFiles sets the schema: the protobuf file descriptors in which the
@@ -216,6 +217,9 @@ func newConfig(opts []Option) (*config, error) {
 	var errs []error
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
+	}
+	if c.metrics == nil {
+		c.metrics = noMetrics{}
 	}
 	if c.files == nil {
 		c.files = protoregistry.GlobalFiles

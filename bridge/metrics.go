@@ -1,0 +1,54 @@
+package bridge
+
+import "google.golang.org/grpc/codes"
+
+// Transport names, as passed to [Metrics] and written in logs.
+const (
+	TransportSSE       = "sse"
+	TransportWebSocket = "websocket"
+	TransportGRPC      = "grpc"
+)
+
+// Metrics receives the handler's measurements, so that a program can
+// export them (the bridge binary exports them to Prometheus) without this
+// package depending on a metrics library. Method names come from the
+// schema's exposed methods, never from raw URLs, so labels stay bounded.
+//
+// Implementations must be safe for concurrent use and cheap: the observer's
+// message methods run once per message.
+type Metrics interface {
+	// StreamStarted is called when a stream's upstream call is about to
+	// open; resumed tells whether an SSE request carried Last-Event-ID. It
+	// returns the observer of that one stream.
+	StreamStarted(method, transport string, resumed bool) StreamObserver
+}
+
+// StreamObserver receives the events of one stream. Its methods are called
+// from the stream's goroutines, but never concurrently with each other for
+// the same direction: MessageSent from the writer, MessageReceived from the
+// reader, and StreamEnded once, after both have stopped.
+type StreamObserver interface {
+	// MessageSent counts one response message written to the browser, of
+	// size bytes as encoded on the wire (JSON or protobuf).
+	MessageSent(bytes int)
+	// MessageReceived counts one request message from the browser.
+	MessageReceived(bytes int)
+	// StreamEnded reports the final status. closeCode is the WebSocket
+	// close code sent (0 for other transports); slowClient tells whether
+	// the stream ended because the browser did not take data in time.
+	StreamEnded(code codes.Code, closeCode int, slowClient bool)
+}
+
+// WithMetrics sets the receiver of the handler's measurements. Defaults to
+// none.
+func WithMetrics(m Metrics) Option {
+	return optionFunc(func(c *config) { c.metrics = m })
+}
+
+// noMetrics is the default [Metrics]: it records nothing.
+type noMetrics struct{}
+
+func (noMetrics) StreamStarted(string, string, bool) StreamObserver { return noMetrics{} }
+func (noMetrics) MessageSent(int)                                   {}
+func (noMetrics) MessageReceived(int)                               {}
+func (noMetrics) StreamEnded(codes.Code, int, bool)                 {}
