@@ -50,7 +50,7 @@ func NewHandler(opts ...Option) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, codec: newCodec(cfg.files), log: cfg.logger, streams: newStreams()}
+	h := &Handler{cfg: cfg, codec: newCodec(cfg.files), log: cfg.logger, streams: newStreams(cfg.maxStreams, cfg.maxClientStreams)}
 	if h.requestMD, err = newHeaderMatcher(cfg.requestHeaders); err != nil {
 		return nil, fmt.Errorf("bridge: request headers: %w", err)
 	}

@@ -74,13 +74,16 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 
 	start := time.Now()
 	s := &sseStream{h: h, w: w, rc: http.NewResponseController(w)}
-	if !h.streams.begin() {
-		st := status.New(codes.Unavailable, "the bridge is shutting down")
+	client := h.clientIP(r)
+	if a := h.streams.begin(client); a != admitted {
+		// A final refusal is a non-200 answer; a transient one (full or
+		// draining) keeps the browser's EventSource retrying.
+		_, st := h.streams.refusal(a)
 		s.finish(st, nil)
 		h.logStreamEnd(r, m, st, start, 0)
 		return
 	}
-	defer h.streams.end()
+	defer h.streams.end(client)
 	s.obs = h.cfg.metrics.StreamStarted(m.name, TransportSSE, r.Header.Get(headerLastEventID) != "")
 	s.obs.MessageReceived(proto.Size(req))
 	st := s.run(ctx, r.Context(), m, req, nextSeq)
@@ -171,6 +174,12 @@ func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req *dynamicp
 
 	heartbeat := time.NewTimer(s.h.cfg.heartbeatInterval)
 	defer heartbeat.Stop()
+	var expired <-chan time.Time // nil: no maximum duration
+	if d := s.h.cfg.maxStreamDuration; d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		expired = t.C
+	}
 	for {
 		select {
 		case it := <-items:
@@ -204,16 +213,23 @@ func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req *dynamicp
 		case <-clientCtx.Done():
 			return status.New(codes.Canceled, "client disconnected")
 		case <-s.h.streams.draining:
-			// No end event: the browser reconnects after the retry time,
-			// with Last-Event-ID, to a replica that is not draining.
-			s.commit()
-			s.buf = appendRetry(s.buf, s.h.cfg.retryInterval)
-			s.buf = append(s.buf, '\n')
-			_ = s.flush()
-			return status.New(codes.Unavailable, "the bridge is shutting down")
+			return s.handOff("the bridge is shutting down")
+		case <-expired:
+			return s.handOff("the stream reached its maximum duration")
 		}
 		heartbeat.Reset(s.h.cfg.heartbeatInterval)
 	}
+}
+
+// handOff ends a healthy stream so that the browser resumes it, perhaps
+// at another replica: a retry hint and no end event, so EventSource
+// reconnects after the retry time with Last-Event-ID.
+func (s *sseStream) handOff(reason string) *status.Status {
+	s.commit()
+	s.buf = appendRetry(s.buf, s.h.cfg.retryInterval)
+	s.buf = append(s.buf, '\n')
+	_ = s.flush()
+	return status.New(codes.Unavailable, reason)
 }
 
 // commit writes the response headers and the first bytes of the stream,

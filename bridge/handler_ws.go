@@ -80,11 +80,13 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *meth
 			h.writeError(w, httpStatus, status.New(codes.InvalidArgument, reason.Error()))
 		},
 	}
-	if !h.streams.begin() {
-		h.writeError(w, http.StatusServiceUnavailable, status.New(codes.Unavailable, "the bridge is shutting down"))
+	client := h.clientIP(r)
+	if a := h.streams.begin(client); a != admitted {
+		code, st := h.streams.refusal(a)
+		h.writeError(w, code, st)
 		return
 	}
-	defer h.streams.end()
+	defer h.streams.end(client)
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered or closed the connection
@@ -582,6 +584,12 @@ func (s *wsSession) write() {
 	// connection): the bridge is shutting down, as it is when
 	// Handler.Shutdown starts the drain.
 	shutdown := s.r.Context().Done()
+	var expired <-chan time.Time // nil: no maximum duration
+	if d := s.h.cfg.maxStreamDuration; d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		expired = t.C
+	}
 	for !s.isEnded() {
 		select {
 		case it := <-s.items:
@@ -621,6 +629,8 @@ func (s *wsSession) write() {
 			}
 		case <-shutdown:
 			s.end(wsEnd{st: status.New(codes.Unavailable, "the bridge is shutting down"), closeCode: websocket.CloseGoingAway})
+		case <-expired:
+			s.end(callEnd(status.Newf(codes.Unavailable, "the stream reached its maximum duration of %v", s.h.cfg.maxStreamDuration), nil))
 		case <-s.h.streams.draining:
 			s.end(wsEnd{st: status.New(codes.Unavailable, "the bridge is shutting down"), closeCode: websocket.CloseGoingAway})
 		case <-s.ended:

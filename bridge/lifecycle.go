@@ -2,42 +2,95 @@ package bridge
 
 import (
 	"context"
+	"net/http"
 	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
-// streams tracks the handler's live streams for a graceful shutdown. A
-// mutex, not a sync.WaitGroup: streams may try to begin while Shutdown is
-// already waiting, which a WaitGroup does not allow.
+// streams tracks the handler's live streams, for the concurrency limits
+// and for a graceful shutdown. A mutex, not a sync.WaitGroup: streams may
+// try to begin while Shutdown is already waiting, which a WaitGroup does
+// not allow.
 type streams struct {
+	maxTotal     int // 0: no limit
+	maxPerClient int // 0: no limit
+
 	mu       sync.Mutex
 	live     int
-	draining chan struct{} // closed when the drain starts
-	idle     chan struct{} // closed when draining and no stream is live
+	byClient map[string]int // live streams per client address, for those with any
+	draining chan struct{}  // closed when the drain starts
+	idle     chan struct{}  // closed when draining and no stream is live
 }
 
-func newStreams() *streams {
-	return &streams{draining: make(chan struct{}), idle: make(chan struct{})}
+// admission is the answer to a stream that wants to begin.
+type admission uint8
+
+const (
+	admitted admission = iota
+	refusedDraining
+	refusedTotal
+	refusedClient
+)
+
+func newStreams(maxTotal, maxPerClient int) *streams {
+	return &streams{
+		maxTotal:     maxTotal,
+		maxPerClient: maxPerClient,
+		byClient:     make(map[string]int),
+		draining:     make(chan struct{}),
+		idle:         make(chan struct{}),
+	}
 }
 
-// begin registers a new stream; false means the handler is draining and
-// the stream must not start.
-func (s *streams) begin() bool {
+// begin registers a new stream of client (an IP address; "" for callers
+// that the per-client limit does not apply to) unless a limit or the drain
+// refuses it. Every admitted stream must call end with the same client.
+func (s *streams) begin(client string) admission {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.isDraining() {
-		return false
+	switch {
+	case s.isDraining():
+		return refusedDraining
+	case s.maxTotal > 0 && s.live >= s.maxTotal:
+		return refusedTotal
+	case client != "" && s.maxPerClient > 0 && s.byClient[client] >= s.maxPerClient:
+		return refusedClient
 	}
 	s.live++
-	return true
+	if client != "" {
+		s.byClient[client]++
+	}
+	return admitted
 }
 
-// end unregisters a stream that begin registered.
-func (s *streams) end() {
+// end unregisters a stream that begin admitted.
+func (s *streams) end(client string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.live--
+	if client != "" {
+		if s.byClient[client]--; s.byClient[client] == 0 {
+			delete(s.byClient, client) // the map holds live clients only
+		}
+	}
 	if s.live == 0 && s.isDraining() {
 		close(s.idle)
+	}
+}
+
+// refusal is the status and HTTP status of a stream that begin refused.
+// A full bridge and a draining one are transient: the client should retry,
+// here later or at another replica. A client over its own limit is told so.
+func (s *streams) refusal(a admission) (int, *status.Status) {
+	switch a {
+	case refusedDraining:
+		return http.StatusServiceUnavailable, status.New(codes.Unavailable, "the bridge is shutting down")
+	case refusedTotal:
+		return http.StatusServiceUnavailable, status.Newf(codes.Unavailable, "the bridge is at its limit of %d concurrent streams", s.maxTotal)
+	default:
+		return http.StatusTooManyRequests, status.Newf(codes.ResourceExhausted, "this client is at its limit of %d concurrent streams", s.maxPerClient)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"net/http"
 	"strconv"
 	"strings"
@@ -230,4 +231,39 @@ func parseTimeout(s string) (time.Duration, error) {
 		return time.Duration(math.MaxInt64), nil
 	}
 	return time.Duration(n) * unit, nil
+}
+
+// clientIP returns the address a request counts against for the
+// per-client stream limit: the peer, or, when the peer is a trusted proxy,
+// the right-most X-Forwarded-For entry that is not a trusted proxy.
+func (h *Handler) clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil || !h.trusted(addr) {
+		return host
+	}
+	hops := strings.Split(strings.Join(r.Header.Values(headerForwardedFor), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // a malformed entry: trust nothing before it
+		}
+		if !h.trusted(hop) {
+			return hop.Unmap().String()
+		}
+	}
+	return host
+}
+
+func (h *Handler) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range h.cfg.trustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

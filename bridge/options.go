@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -83,6 +84,10 @@ type config struct {
 	pongTimeout       time.Duration
 	logger            *slog.Logger
 	metrics           Metrics
+	maxStreams        int
+	maxClientStreams  int
+	maxStreamDuration time.Duration
+	trustedProxies    []netip.Prefix
 }
 
 // WithFiles sets the schema: the protobuf file descriptors in which the
@@ -197,6 +202,39 @@ func WithPongTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.pongTimeout = d })
 }
 
+// WithMaxStreams bounds the streams (SSE and WebSocket) open at once. A
+// stream over the limit is refused as transient: a WebSocket handshake gets
+// 503, an SSE request a retry hint and an UNAVAILABLE error event, so that
+// browsers come back later or at another replica. Defaults to 0, no limit.
+func WithMaxStreams(n int) Option {
+	return optionFunc(func(c *config) { c.maxStreams = n })
+}
+
+// WithMaxStreamsPerClient bounds the streams open at once from one client
+// IP address (see [WithTrustedProxies]). A stream over the limit gets 429
+// with status RESOURCE_EXHAUSTED, before any upgrade. Defaults to 0, no
+// limit.
+func WithMaxStreamsPerClient(n int) Option {
+	return optionFunc(func(c *config) { c.maxClientStreams = n })
+}
+
+// WithTrustedProxies names the proxies (load balancers, ingress) whose
+// X-Forwarded-For the handler believes: a request from one of these
+// addresses is counted against the address they forwarded it for, the
+// right-most one that is not itself a trusted proxy. Defaults to none: the
+// client is the peer address.
+func WithTrustedProxies(prefixes ...netip.Prefix) Option {
+	return optionFunc(func(c *config) { c.trustedProxies = append(c.trustedProxies, prefixes...) })
+}
+
+// WithMaxStreamDuration ends streams that have been open this long, so
+// that long-lived connections spread over new replicas: SSE streams get a
+// retry hint and end, and the browser resumes with Last-Event-ID; WebSockets
+// end with status UNAVAILABLE. Defaults to 0, no limit.
+func WithMaxStreamDuration(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.maxStreamDuration = d })
+}
+
 // WithLogger sets the logger. Defaults to a logger that discards everything.
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(c *config) { c.logger = l })
@@ -224,7 +262,10 @@ func newConfig(opts []Option) (*config, error) {
 	if c.files == nil {
 		c.files = protoregistry.GlobalFiles
 	}
-	for _, d := range []*time.Duration{&c.heartbeatInterval, &c.retryInterval, &c.writeTimeout, &c.pingInterval, &c.pongTimeout} {
+	if c.maxStreams < 0 || c.maxClientStreams < 0 {
+		errs = append(errs, errors.New("negative stream limit"))
+	}
+	for _, d := range []*time.Duration{&c.heartbeatInterval, &c.retryInterval, &c.writeTimeout, &c.pingInterval, &c.pongTimeout, &c.maxStreamDuration} {
 		if *d < 0 {
 			errs = append(errs, fmt.Errorf("negative duration %v", *d))
 		}
