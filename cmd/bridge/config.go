@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"strings"
 	"time"
@@ -34,6 +35,11 @@ type Config struct {
 	ReadMaxBytes      int64                   `yaml:"read_max_bytes"`
 	DrainTimeout      time.Duration           `yaml:"drain_timeout"`
 	SchemaRefresh     time.Duration           `yaml:"schema_refresh"`
+	MaxStreams        int64                   `yaml:"max_streams"`
+	MaxClientStreams  int64                   `yaml:"max_streams_per_client"`
+	TrustedProxies    []string                `yaml:"trusted_proxies"`
+	MaxStreamDuration time.Duration           `yaml:"max_stream_duration"`
+	MetricsNamespace  string                  `yaml:"metrics_namespace"`
 	LogFormat         string                  `yaml:"log_format"`
 	LogLevel          string                  `yaml:"log_level"`
 }
@@ -86,6 +92,7 @@ func defaultConfig() Config {
 		ReadMaxBytes:      4 << 20,
 		DrainTimeout:      10 * time.Second,
 		SchemaRefresh:     5 * time.Minute,
+		MetricsNamespace:  "grpcbridge",
 		LogFormat:         "text",
 		LogLevel:          "info",
 	}
@@ -121,10 +128,12 @@ func (b *backendFlag) Set(v string) error {
 
 // pluralKeys maps the repeatable flags to their config-file keys.
 var pluralKeys = map[string]string{
-	"backend":           "backends",
-	"allow-origin":      "allow_origins",
-	"request-header":    "request_headers",
-	"response-metadata": "response_metadata",
+	"backend":                "backends",
+	"allow-origin":           "allow_origins",
+	"request-header":         "request_headers",
+	"trusted-proxy":          "trusted_proxies",
+	"max-streams-per-client": "max_streams_per_client",
+	"response-metadata":      "response_metadata",
 }
 
 // parseFlags reads the command line and, with -config, the config file
@@ -153,6 +162,11 @@ func parseFlags(args []string) (*Config, error) {
 	fs.DurationVar(&c.PongTimeout, "pong-timeout", c.PongTimeout, "time a WebSocket peer has to answer a ping")
 	fs.Int64Var(&c.ReadMaxBytes, "read-max-bytes", c.ReadMaxBytes, "largest request message from a browser, in bytes")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time to drain streams after SIGTERM")
+	fs.Int64Var(&c.MaxStreams, "max-streams", 0, "most streams open at once; 0: no limit")
+	fs.Int64Var(&c.MaxClientStreams, "max-streams-per-client", 0, "most streams open at once from one client IP; 0: no limit")
+	fs.Var((*listFlag)(&c.TrustedProxies), "trusted-proxy", "trust X-Forwarded-For from this `CIDR` (a load balancer) for the client IP (repeatable)")
+	fs.DurationVar(&c.MaxStreamDuration, "max-stream-duration", 0, "end streams after this long (SSE resumes with Last-Event-ID); 0: no limit")
+	fs.StringVar(&c.MetricsNamespace, "metrics-namespace", c.MetricsNamespace, "prefix of the Prometheus metric names")
 	fs.DurationVar(&c.SchemaRefresh, "schema-refresh", c.SchemaRefresh, "how often to reload schemas from server reflection")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
@@ -246,6 +260,14 @@ func (c *Config) validate() error {
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("-%s must be positive, got %v", d.name, d.v))
+		}
+	}
+	if c.MaxStreams < 0 || c.MaxClientStreams < 0 || c.MaxStreamDuration < 0 {
+		errs = append(errs, errors.New("stream limits cannot be negative"))
+	}
+	for _, p := range c.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			errs = append(errs, fmt.Errorf("-trusted-proxy %q: want a CIDR such as 10.0.0.0/8: %v", p, err))
 		}
 	}
 	if c.ReadMaxBytes <= 0 {
