@@ -67,7 +67,9 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	}
 	_ = ws.Close()
 	// The handler reports the end after the close handshake; wait for it.
-	waitFor(t, func() bool { return testutil.ToFloat64(m.active.WithLabelValues("demo.v1.EchoService/Echo", "websocket")) == 0 })
+	waitFor(t, func() bool {
+		return testutil.ToFloat64(m.active.WithLabelValues("demo.v1.EchoService/Echo", "websocket")) == 0
+	})
 
 	for _, c := range []struct {
 		name string
