@@ -19,15 +19,16 @@ const roundRobin = `{"loadBalancingConfig":[{"round_robin":{}}]}`
 // the target itself (dns:///, xds:/// where the process is set up for it)
 // and connects lazily, so a backend that is down at start-up is reported
 // by /readyz, not fatal.
-func dialBackend(b BackendConfig) (*grpc.ClientConn, error) {
+func dialBackend(b BackendConfig, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	creds, err := backendCredentials(b.TLS)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %w", b.Target, err)
 	}
-	conn, err := grpc.NewClient(b.Target,
+	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultServiceConfig(roundRobin),
-	)
+	}, extra...)
+	conn, err := grpc.NewClient(b.Target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %w", b.Target, err)
 	}

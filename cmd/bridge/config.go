@@ -40,6 +40,9 @@ type Config struct {
 	TrustedProxies    []string                `yaml:"trusted_proxies"`
 	MaxStreamDuration time.Duration           `yaml:"max_stream_duration"`
 	MetricsNamespace  string                  `yaml:"metrics_namespace"`
+	OTLPEndpoint      string                  `yaml:"otlp_endpoint"`
+	OTLPInsecure      bool                    `yaml:"otlp_insecure"`
+	ServiceName       string                  `yaml:"service_name"`
 	LogFormat         string                  `yaml:"log_format"`
 	LogLevel          string                  `yaml:"log_level"`
 }
@@ -93,6 +96,7 @@ func defaultConfig() Config {
 		DrainTimeout:      10 * time.Second,
 		SchemaRefresh:     5 * time.Minute,
 		MetricsNamespace:  "grpcbridge",
+		ServiceName:       "grpcbridge",
 		LogFormat:         "text",
 		LogLevel:          "info",
 	}
@@ -166,6 +170,9 @@ func parseFlags(args []string) (*Config, error) {
 	fs.Int64Var(&c.MaxClientStreams, "max-streams-per-client", 0, "most streams open at once from one client IP; 0: no limit")
 	fs.Var((*listFlag)(&c.TrustedProxies), "trusted-proxy", "trust X-Forwarded-For from this `CIDR` (a load balancer) for the client IP (repeatable)")
 	fs.DurationVar(&c.MaxStreamDuration, "max-stream-duration", 0, "end streams after this long (SSE resumes with Last-Event-ID); 0: no limit")
+	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "export OpenTelemetry spans over OTLP/gRPC to this `host:port`; default: no tracing")
+	fs.BoolVar(&c.OTLPInsecure, "otlp-insecure", false, "connect to the OTLP endpoint without TLS")
+	fs.StringVar(&c.ServiceName, "service-name", c.ServiceName, "service.name of the exported spans")
 	fs.StringVar(&c.MetricsNamespace, "metrics-namespace", c.MetricsNamespace, "prefix of the Prometheus metric names")
 	fs.DurationVar(&c.SchemaRefresh, "schema-refresh", c.SchemaRefresh, "how often to reload schemas from server reflection")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
