@@ -17,10 +17,6 @@ import (
 	"github.com/grpcbridge/grpcbridge/web"
 )
 
-// roundRobin spreads calls over every address a backend target resolves to
-// (dns:/// returns them all), rather than gRPC's default of the first one.
-const roundRobin = `{"loadBalancingConfig":[{"round_robin":{}}]}`
-
 // run listens on cfg.Addr and serves until ctx ends.
 func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	lis, err := net.Listen("tcp", cfg.Addr)
@@ -49,13 +45,6 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 	if len(cfg.ResponseMetadata) > 0 {
 		opts = append(opts, bridge.WithResponseMetadata(cfg.ResponseMetadata...))
 	}
-	if cfg.Descriptors != "" {
-		files, err := bridge.LoadDescriptorSet(cfg.Descriptors)
-		if err != nil {
-			return err
-		}
-		opts = append(opts, bridge.WithFiles(files))
-	}
 
 	var conns []*grpc.ClientConn
 	defer func() {
@@ -72,7 +61,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 		conns = append(conns, conn)
 		opts = append(opts, bridge.WithBackend(conn), bridge.WithExpose("demo.v1.*"))
 	}
-	for _, b := range cfg.Backends {
+	backendConns := make(map[int]*grpc.ClientConn) // by index in cfg.Backends, for loadSchema
+	for i, b := range cfg.Backends {
 		conn, err := grpc.NewClient(b.Target,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultServiceConfig(roundRobin),
@@ -81,6 +71,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 			return fmt.Errorf("backend %q: %w", b.Target, err)
 		}
 		conns = append(conns, conn)
+		backendConns[i] = conn
 		if len(b.Services) == 0 {
 			opts = append(opts, bridge.WithBackend(conn))
 		}
@@ -88,6 +79,11 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 			opts = append(opts, bridge.WithServiceBackend(pattern, conn))
 		}
 	}
+	files, err := loadSchema(ctx, cfg, backendConns)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, bridge.WithFiles(files))
 	for name, mc := range cfg.Methods {
 		opts = append(opts, bridge.WithSSEOptions(name, bridge.SSEOptions{CursorField: mc.CursorField, ResumeField: mc.ResumeField}))
 	}
@@ -97,8 +93,10 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 
 	h, err := bridge.NewHandler(opts...)
 	if err != nil {
-		return err
+		return explainSchemaError(cfg, err)
 	}
+	stopSchemaWatch := startSchemaWatch(ctx, cfg, h, backendConns, log)
+	defer stopSchemaWatch()
 	srv := &http.Server{
 		Addr:              cfg.Addr,
 		Handler:           routes(h, cfg.Demo),
