@@ -7,7 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -38,7 +43,28 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 		bridge.WithPongTimeout(cfg.PongTimeout),
 		bridge.WithReadMaxBytes(cfg.ReadMaxBytes),
 		bridge.WithExpose(cfg.Expose...),
+		bridge.WithMaxStreams(int(cfg.MaxStreams)),
+		bridge.WithMaxStreamsPerClient(int(cfg.MaxClientStreams)),
+		bridge.WithMaxStreamDuration(cfg.MaxStreamDuration),
 	}
+	for _, p := range cfg.TrustedProxies {
+		opts = append(opts, bridge.WithTrustedProxies(netip.MustParsePrefix(p))) // validated with the config
+	}
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opts = append(opts, bridge.WithMetrics(newPromMetrics(registry, cfg.MetricsNamespace)))
+	tr, err := setupTracing(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tr.close(flushCtx); err != nil {
+			log.Warn("flush spans", slog.Any("error", err))
+		}
+	}()
+	ready := &readiness{}
 	if len(cfg.RequestHeaders) > 0 {
 		opts = append(opts, bridge.WithRequestHeaders(cfg.RequestHeaders...))
 	}
@@ -59,19 +85,22 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 		}
 		defer stopDemo()
 		conns = append(conns, conn)
+		ready.backends = append(ready.backends, namedConn{name: "demo", conn: conn})
 		opts = append(opts, bridge.WithBackend(conn), bridge.WithExpose("demo.v1.*"))
 	}
 	backendConns := make(map[int]*grpc.ClientConn) // by index in cfg.Backends, for loadSchema
 	for i, b := range cfg.Backends {
-		conn, err := grpc.NewClient(b.Target,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultServiceConfig(roundRobin),
-		)
+		conn, err := dialBackend(b, tr.dialOptions()...)
 		if err != nil {
-			return fmt.Errorf("backend %q: %w", b.Target, err)
+			return err
 		}
 		conns = append(conns, conn)
 		backendConns[i] = conn
+		name := b.Name
+		if name == "" {
+			name = b.Target
+		}
+		ready.backends = append(ready.backends, namedConn{name: name, conn: conn})
 		if len(b.Services) == 0 {
 			opts = append(opts, bridge.WithBackend(conn))
 		}
@@ -99,7 +128,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 	defer stopSchemaWatch()
 	srv := &http.Server{
 		Addr:              cfg.Addr,
-		Handler:           routes(h, cfg.Demo),
+		Handler:           opsRoutes(tr.wrapHTTP(routes(h, cfg.Demo)), ready, registry),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -124,6 +153,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 	case <-ctx.Done():
 	}
 	log.Info("draining", slog.Duration("timeout", cfg.DrainTimeout))
+	ready.draining.Store(true)
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
 	// The handler first: SSE streams get their retry hint and end, and
@@ -156,6 +186,16 @@ func routes(h *bridge.Handler, demoPage bool) http.Handler {
 		mux.Handle("GET /static/", http.StripPrefix("/static", http.FileServerFS(web.Dist)))
 	}
 	mux.Handle("/", h)
+	return mux
+}
+
+// opsRoutes serves the operational endpoints beside the bridge: readiness
+// and Prometheus metrics, neither traced nor behind the bridge's routing.
+func opsRoutes(bridgeRoutes http.Handler, ready *readiness, registry *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /readyz", ready)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	mux.Handle("/", bridgeRoutes)
 	return mux
 }
 
