@@ -7,6 +7,8 @@ MAKEFLAGS += --warn-undefined-variables
 MAKEFLAGS += --no-builtin-rules
 
 BUF := tools/node_modules/.bin/buf
+# Installed by npm ci --prefix web; npm writes this file last.
+WEB_DEPS := web/node_modules/.package-lock.json
 ADDR ?= :8080
 FUZZTIME ?= 30s
 
@@ -26,7 +28,7 @@ build: ## Build all packages and binaries
 	go build ./...
 
 .PHONY: test
-test: ## Vet, then run all tests with the race detector (short fuzz of the seed corpora included)
+test: ## Vet, then run all tests with the race detector (browser tests in e2e/ need /usr/bin/chromium)
 	go vet ./...
 	go test -race -count=1 ./...
 
@@ -49,15 +51,36 @@ $(BUF): tools/package.json tools/package-lock.json
 	npm ci --prefix tools --no-audit --no-fund
 	@touch $(BUF)
 
+$(WEB_DEPS): web/package.json web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund
+	@touch $(WEB_DEPS)
+
 .PHONY: generate
-generate: $(BUF) ## Regenerate gen/ from proto/ with the pinned buf and plugins
+generate: $(BUF) $(WEB_DEPS) ## Regenerate gen/ and web/src/gen/ from proto/ with the pinned buf and plugins
 	$(BUF) generate
 	go mod tidy
 
 .PHONY: checkgenerate
 checkgenerate: ## Fail if generated code or go.mod differ from what make generate writes
-	@git diff --exit-code -- gen go.mod go.sum || { echo "generated files are stale: run make generate and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- gen)" || { git status --porcelain -- gen; echo "untracked generated files: run make generate and commit"; exit 1; }
+	@git diff --exit-code -- gen web/src/gen go.mod go.sum || { echo "generated files are stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen web/src/gen)" || { git status --porcelain -- gen web/src/gen; echo "untracked generated files: run make generate and commit"; exit 1; }
+
+.PHONY: web
+web: $(WEB_DEPS) ## Build the demo page and client library into web/dist (embedded in the binary)
+	cd web && node build.mjs
+
+.PHONY: checkweb
+checkweb: web ## Fail if web/dist differs from what make web builds
+	@git diff --exit-code -- web/dist || { echo "web/dist is stale: run make web and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- web/dist)" || { git status --porcelain -- web/dist; echo "untracked files in web/dist: run make web and commit"; exit 1; }
+
+.PHONY: tsc
+tsc: $(WEB_DEPS) ## Type-check the TypeScript client library, demo page and tests
+	cd web && node_modules/.bin/tsc --noEmit
+
+.PHONY: webtest
+webtest: $(WEB_DEPS) ## Run the TypeScript unit tests (vitest)
+	cd web && node_modules/.bin/vitest run
 
 .PHONY: lint
 lint: $(BUF) ## Vet Go, lint and format-check protos

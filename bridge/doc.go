@@ -15,6 +15,10 @@
 //     WebSocket with the grpc-ws.v1 subprotocol: one protobuf message per
 //     binary frame each way, JSON control objects (metadata, half-close,
 //     headers, the final status) in text frames.
+//   - Native gRPC requests (a POST with Content-Type application/grpc, over
+//     HTTP/2) from internal callers are proxied to the backend as raw
+//     frames, never decoded, so gRPC clients can use the bridge's address
+//     too. The bridge's own grpc.health.v1.Health answers there.
 //
 // The handler is descriptor-driven: requests and responses are
 // [google.golang.org/protobuf/types/dynamicpb] messages built from the
@@ -44,4 +48,10 @@
 // receiver hands over one message at a time and the reader sends the next
 // message only when the backend took the last, so backpressure reaches both
 // ends and nothing buffers without bound.
+//
+// A native gRPC call uses two: grpc-go's stream goroutine, the only one
+// that receives from the backend and sends to the caller, and one pump, the
+// only one that receives from the caller and sends to the backend. Each
+// moves one message at a time. The HTTP handler returns only after both
+// have ended.
 package bridge

@@ -37,6 +37,7 @@ type Handler struct {
 	responseMD *headerMatcher
 	log        *slog.Logger
 	streams    *streams
+	native     *nativeGRPC // pass-through of native gRPC requests
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -51,6 +52,7 @@ func NewHandler(opts ...Option) (*Handler, error) {
 		return nil, err
 	}
 	h := &Handler{cfg: cfg, codec: newCodec(cfg.files), log: cfg.logger, streams: newStreams(cfg.maxStreams, cfg.maxClientStreams)}
+	h.native = newNativeGRPC(h)
 	if h.requestMD, err = newHeaderMatcher(cfg.requestHeaders); err != nil {
 		return nil, fmt.Errorf("bridge: request headers: %w", err)
 	}
@@ -84,8 +86,15 @@ func (h *Handler) UpdateFiles(files *protoregistry.Files) error {
 // ServeHTTP dispatches a request for a method's gRPC path by transport
 // (WebSocket upgrade, SSE over GET or POST), and hands every other path to
 // the router of google.api.http annotations, which answers 404 for paths
-// that are not an exposed method.
+// that are not an exposed method. A POST with a gRPC Content-Type, on any
+// path, is a native gRPC call, proxied as it is (see serveGRPC).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Native gRPC first, whatever the path: an unknown or unexposed method
+	// and the health service get gRPC statuses, not a JSON 404.
+	if r.Method == http.MethodPost && strings.HasPrefix(r.Header.Get(headerContentType), contentTypeGRPCPrefix) {
+		h.serveGRPC(w, r)
+		return
+	}
 	// EscapedPath, not Path: a percent-encoded slash or dot must not reach a
 	// method that the literal path does not name.
 	rt := h.routes.Load()
@@ -114,8 +123,7 @@ func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, m *method)
 	case http.MethodPost:
 		ct := r.Header.Get(headerContentType)
 		if strings.HasPrefix(ct, contentTypeGRPCPrefix) {
-			h.writeError(w, http.StatusUnsupportedMediaType, status.Newf(codes.Unimplemented,
-				"%s: native gRPC requests are not served on this port", m.name))
+			h.serveGRPC(w, r)
 			return
 		}
 		if !isJSON(ct) {

@@ -122,6 +122,10 @@ func (s *streams) isDraining() bool {
 // WebSocket handshake gets 503), every live SSE stream gets a retry: hint
 // and ends, so the browser resumes it elsewhere with Last-Event-ID, and
 // every live WebSocket gets status UNAVAILABLE and close code 1001.
+// Native gRPC: the bridge's grpc.health.v1.Health turns NOT_SERVING (a
+// watch gets NOT_SERVING, then UNAVAILABLE), new calls are refused with
+// UNAVAILABLE, live calls that stream responses end with UNAVAILABLE, and
+// unary and client-streaming calls may finish.
 // Shutdown returns when no stream is live, or with ctx's error when ctx ends
 // first.
 //
@@ -129,6 +133,7 @@ func (s *streams) isDraining() bool {
 // hijacked (WebSocket) connections and would wait for SSE streams forever.
 func (h *Handler) Shutdown(ctx context.Context) error {
 	h.streams.drain()
+	h.native.startDrain()
 	select {
 	case <-h.streams.idle:
 		return nil

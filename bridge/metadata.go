@@ -111,12 +111,12 @@ func isTokenChar(r rune) bool {
 }
 
 // requestMetadata turns the allow-listed headers of r into outgoing gRPC
-// metadata and returns the deadline set by a grpc-timeout header (zero when
-// there is none). Binary (-bin) headers are base64-decoded, as gRPC's HTTP/2
+// metadata and returns the timeout set by a grpc-timeout header
+// ([noTimeout] when there is none). Binary (-bin) headers are base64-decoded, as gRPC's HTTP/2
 // mapping encodes them.
 func (m *headerMatcher) requestMetadata(r *http.Request) (metadata.MD, time.Duration, error) {
 	md := make(metadata.MD, len(r.Header)+2)
-	var timeout time.Duration
+	timeout := noTimeout
 	for name, values := range r.Header {
 		key := strings.ToLower(name)
 		if !m.allows(key) {
@@ -147,7 +147,9 @@ func (m *headerMatcher) requestMetadata(r *http.Request) (metadata.MD, time.Dura
 	}
 	// As grpc-gateway does: tell the backend who is calling through us.
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		if prior := r.Header.Get(headerForwardedFor); prior != "" && isPrintableASCII(prior) {
+		// Every X-Forwarded-For line, in order: proxies may add their own
+		// line rather than extend the last (RFC 9110 section 5.3).
+		if prior := strings.Join(r.Header.Values(headerForwardedFor), ", "); prior != "" && isPrintableASCII(prior) {
 			ip = prior + ", " + ip
 		}
 		md[mdForwardedFor] = []string{ip}

@@ -120,11 +120,16 @@ func setScalar(msg *dynamicpb.Message, fd protoreflect.FieldDescriptor, value st
 	return err
 }
 
+// noTimeout is the timeout of a call without a grpc-timeout: none. It is
+// not zero, because "0S" is a timeout that has already passed, as gRPC
+// servers treat it.
+const noTimeout time.Duration = -1
+
 // callContext derives the context of one upstream call from the request's:
 // cancelled when the browser leaves, and bounded by a grpc-timeout header
-// when there is one.
+// unless timeout is noTimeout.
 func callContext(parent context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
-	if timeout > 0 {
+	if timeout != noTimeout {
 		return context.WithTimeout(parent, timeout)
 	}
 	return context.WithCancel(parent)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -61,7 +62,7 @@ func NewFiles(set *descriptorpb.FileDescriptorSet) (*protoregistry.Files, error)
 			}
 		}
 		if len(next) == len(pending) {
-			return nil, lastErr
+			return nil, unresolvable(next, resolver, lastErr)
 		}
 		pending = next
 	}
@@ -88,4 +89,31 @@ func (f *fallbackFiles) FindDescriptorByName(name protoreflect.FullName) (protor
 		return protoregistry.GlobalFiles.FindDescriptorByName(name)
 	}
 	return d, err
+}
+
+// unresolvable explains why no file of pending can be built: the first
+// import that is neither in the set nor compiled in, or else a cycle.
+func unresolvable(pending []*descriptorpb.FileDescriptorProto, resolver *fallbackFiles, fallback error) error {
+	inSet := make(map[string]bool, len(pending))
+	for _, fdp := range pending {
+		inSet[fdp.GetName()] = true
+	}
+	for _, fdp := range pending {
+		for _, dep := range fdp.GetDependency() {
+			if inSet[dep] {
+				continue
+			}
+			if _, err := resolver.FindFileByPath(dep); err != nil {
+				return fmt.Errorf("%s imports %s, which is neither in the set nor compiled into the bridge", fdp.GetName(), dep)
+			}
+		}
+	}
+	names := make([]string, 0, len(pending))
+	for _, fdp := range pending {
+		names = append(names, fdp.GetName())
+	}
+	if fallback != nil {
+		return fmt.Errorf("cannot build %s: %w", strings.Join(names, ", "), fallback)
+	}
+	return fmt.Errorf("cannot build %s", strings.Join(names, ", "))
 }

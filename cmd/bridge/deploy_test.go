@@ -1,0 +1,314 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"gopkg.in/yaml.v3"
+)
+
+// The files under deploy/ and docs/ that these tests keep honest, relative
+// to this package.
+const (
+	exampleConfig  = "../../deploy/bridge.yaml"
+	kubernetesDir  = "../../deploy/kubernetes"
+	configDoc      = "../../docs/config.md"
+	metricsDoc     = "../../docs/metrics.md"
+	configMapFile  = "configmap.yaml"
+	configMapKey   = "bridge.yaml"
+	configMountDir = "/etc/bridge"
+)
+
+// loadExample decodes a config file as the binary does: the defaults, then
+// the file.
+func loadExample(t *testing.T, path string) Config {
+	t.Helper()
+	cfg := defaultConfig()
+	if err := loadConfigFile(path, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestDeployExampleConfig(t *testing.T) {
+	t.Parallel()
+	cfg := loadExample(t, exampleConfig)
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("%s does not validate: %v", exampleConfig, err)
+	}
+	if cfg.Addr != ":8080" || cfg.Demo || cfg.LogFormat != "json" || !cfg.H2C {
+		t.Errorf("addr %q, demo %v, log_format %q, h2c %v", cfg.Addr, cfg.Demo, cfg.LogFormat, cfg.H2C)
+	}
+	if len(cfg.Backends) != 2 {
+		t.Fatalf("backends: %+v, want 2", cfg.Backends)
+	}
+	def, tlsBackend := cfg.Backends[0], cfg.Backends[1]
+	if def.Name == "" || !strings.HasPrefix(def.Target, "dns:///") || !def.Reflection || len(def.Services) != 0 || def.TLS != nil {
+		t.Errorf("default backend: %+v", def)
+	}
+	if tlsBackend.Name == "" || !strings.HasPrefix(tlsBackend.Target, "dns:///") || len(tlsBackend.Services) == 0 {
+		t.Errorf("TLS backend: %+v", tlsBackend)
+	}
+	if tl := tlsBackend.TLS; tl == nil || tl.CA == "" || tl.Cert == "" || tl.Key == "" || tl.ServerName == "" {
+		t.Errorf("TLS backend's tls: %+v", tlsBackend.TLS)
+	}
+	if len(cfg.Expose) == 0 || len(cfg.AllowOrigins) == 0 || len(cfg.Methods) == 0 || len(cfg.TrustedProxies) == 0 {
+		t.Errorf("expose %v, allow_origins %v, methods %v, trusted_proxies %v", cfg.Expose, cfg.AllowOrigins, cfg.Methods, cfg.TrustedProxies)
+	}
+	if cfg.DrainTimeout != 20*time.Second || cfg.MaxStreams <= 0 || cfg.MaxClientStreams <= 0 {
+		t.Errorf("drain_timeout %v, max_streams %d, max_streams_per_client %d", cfg.DrainTimeout, cfg.MaxStreams, cfg.MaxClientStreams)
+	}
+}
+
+// manifest is one YAML document of deploy/kubernetes.
+type manifest struct {
+	file string
+	doc  map[string]any
+}
+
+func (m manifest) kind() string { return fmt.Sprint(m.doc["kind"]) }
+
+func (m manifest) name() string {
+	md, _ := m.doc["metadata"].(map[string]any)
+	name, _ := md["name"].(string)
+	return name
+}
+
+func readManifests(t *testing.T) []manifest {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(kubernetesDir, "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests in %s: %v", kubernetesDir, err)
+	}
+	var all []manifest
+	for _, file := range files {
+		f, err := os.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(f)
+		for {
+			var doc map[string]any
+			err := dec.Decode(&doc)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			if doc == nil {
+				continue // an empty document, as after a trailing ---
+			}
+			all = append(all, manifest{file: filepath.Base(file), doc: doc})
+		}
+		_ = f.Close()
+	}
+	return all
+}
+
+// dig walks a decoded YAML document along keys (map keys, or list indexes
+// as ints).
+func dig(t *testing.T, v any, path ...any) any {
+	t.Helper()
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				t.Fatalf("%v: not a mapping at %q", path, k)
+			}
+			v = m[k]
+		case int:
+			l, ok := v.([]any)
+			if !ok || k >= len(l) {
+				t.Fatalf("%v: no item %d", path, k)
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+func TestKubernetesManifests(t *testing.T) {
+	t.Parallel()
+	all := readManifests(t)
+	byKind := make(map[string]manifest)
+	files := make(map[string]bool)
+	for _, m := range all {
+		files[m.file] = true
+		for _, key := range []string{"apiVersion", "kind"} {
+			if s, _ := m.doc[key].(string); s == "" {
+				t.Errorf("%s: a document without %s", m.file, key)
+			}
+		}
+		if m.name() == "" {
+			t.Errorf("%s: %s without metadata.name", m.file, m.kind())
+		}
+		byKind[m.kind()] = m
+	}
+	for _, kind := range []string{"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Kustomization"} {
+		if _, ok := byKind[kind]; !ok {
+			t.Errorf("no %s in %s", kind, kubernetesDir)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+
+	// The kustomization lists every other manifest.
+	var resources []string
+	for _, r := range dig(t, byKind["Kustomization"].doc, "resources").([]any) {
+		resources = append(resources, fmt.Sprint(r))
+	}
+	for file := range files {
+		if file != byKind["Kustomization"].file && !slices.Contains(resources, file) {
+			t.Errorf("kustomization.yaml does not list %s", file)
+		}
+	}
+
+	// The Deployment runs the config that the ConfigMap holds, and gives
+	// the drain time to finish before SIGKILL.
+	dep := byKind["Deployment"].doc
+	pod := dig(t, dep, "spec", "template", "spec")
+	ctr := dig(t, pod, "containers", 0)
+	if got := fmt.Sprint(dig(t, ctr, "args")); got != "[-config "+configMountDir+"/"+configMapKey+"]" {
+		t.Errorf("container args %s", got)
+	}
+	cfg := loadExample(t, exampleConfig)
+	grace := time.Duration(dig(t, pod, "terminationGracePeriodSeconds").(int)) * time.Second
+	preStop := time.Duration(dig(t, ctr, "lifecycle", "preStop", "sleep", "seconds").(int)) * time.Second
+	if grace <= preStop+cfg.DrainTimeout {
+		t.Errorf("terminationGracePeriodSeconds %v must exceed the preStop sleep %v plus drain_timeout %v", grace, preStop, cfg.DrainTimeout)
+	}
+	for _, probe := range []struct{ name, path string }{{"readinessProbe", "/readyz"}, {"livenessProbe", "/healthz"}} {
+		if got := dig(t, ctr, probe.name, "httpGet", "path"); got != probe.path {
+			t.Errorf("%s path %v, want %s", probe.name, got, probe.path)
+		}
+	}
+	if got := dig(t, ctr, "ports", 0, "containerPort"); fmt.Sprint(":", got) != cfg.Addr {
+		t.Errorf("containerPort %v, config addr %q", got, cfg.Addr)
+	}
+}
+
+func TestConfigMapMatchesExampleConfig(t *testing.T) {
+	t.Parallel()
+	var embedded string
+	for _, m := range readManifests(t) {
+		if m.file == configMapFile && m.kind() == "ConfigMap" {
+			embedded, _ = dig(t, m.doc, "data", configMapKey).(string)
+		}
+	}
+	if embedded == "" {
+		t.Fatalf("%s: no ConfigMap with data.%s", configMapFile, configMapKey)
+	}
+	path := filepath.Join(t.TempDir(), configMapKey)
+	if err := os.WriteFile(path, []byte(embedded), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, want := loadExample(t, path), loadExample(t, exampleConfig)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("the ConfigMap's %s decodes to\n%+v\n%s decodes to\n%+v", configMapKey, got, exampleConfig, want)
+	}
+	// Comments included: the copy is the file, not a variant of it.
+	text, err := os.ReadFile(exampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if embedded != string(text) {
+		t.Errorf("the ConfigMap's %s is not a verbatim copy of %s", configMapKey, exampleConfig)
+	}
+}
+
+func readDoc(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestConfigDocCoversEveryKey(t *testing.T) {
+	t.Parallel()
+	doc := readDoc(t, configDoc)
+	for _, typ := range []reflect.Type{
+		reflect.TypeFor[Config](), reflect.TypeFor[BackendConfig](), reflect.TypeFor[BackendTLS](), reflect.TypeFor[MethodConfig](),
+	} {
+		for f := range typ.Fields() {
+			key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if key == "" || key == "-" {
+				continue
+			}
+			if !strings.Contains(doc, "`"+key+"`") {
+				t.Errorf("%s: %s.%s's key `%s` is not documented", configDoc, typ.Name(), f.Name, key)
+			}
+		}
+	}
+	// And every flag, by its name; methods has no flag.
+	flags := map[string]string{}
+	for flagName, key := range pluralKeys {
+		flags[key] = flagName
+	}
+	for f := range reflect.TypeFor[Config]().Fields() {
+		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if key == "methods" {
+			continue
+		}
+		name, ok := flags[key]
+		if !ok {
+			name = strings.ReplaceAll(key, "_", "-")
+		}
+		if !strings.Contains(doc, "`-"+name) {
+			t.Errorf("%s: flag -%s is not documented", configDoc, name)
+		}
+	}
+}
+
+func TestMetricsDocCoversEveryMetric(t *testing.T) {
+	t.Parallel()
+	doc := readDoc(t, metricsDoc)
+	reg := prometheus.NewRegistry()
+	m := newPromMetrics(reg, defaultConfig().MetricsNamespace)
+	// One stream that touches every metric: a vector appears in Gather
+	// once it has a child.
+	obs := m.StreamStarted("demo.v1.EchoService/Echo", "websocket", true)
+	obs.MessageSent(10)
+	obs.MessageReceived(10)
+	obs.StreamEnded(codes.Unavailable, 1001, true)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	collectors := 0
+	collector := reflect.TypeFor[prometheus.Collector]()
+	for f := range reflect.TypeFor[promMetrics]().Fields() {
+		if f.Type.Implements(collector) {
+			collectors++
+		}
+	}
+	if len(families) != collectors {
+		t.Fatalf("gathered %d metric families, promMetrics has %d collectors: observe the new one in this test", len(families), collectors)
+	}
+	for _, mf := range families {
+		name := mf.GetName()
+		suffix := strings.TrimPrefix(name, defaultConfig().MetricsNamespace+"_")
+		if !strings.Contains(doc, "`"+name+"`") || !strings.Contains(doc, suffix) {
+			t.Errorf("%s: metric `%s` is not documented", metricsDoc, name)
+		}
+		for _, lp := range mf.GetMetric()[0].GetLabel() {
+			if !strings.Contains(doc, "`"+lp.GetName()+"`") {
+				t.Errorf("%s: label `%s` of %s is not documented", metricsDoc, lp.GetName(), name)
+			}
+		}
+	}
+}

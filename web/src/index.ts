@@ -1,0 +1,36 @@
+// grpcbridge browser client: server streams over Server-Sent Events
+// (EventSource or fetch), calls of any kind over WebSockets (grpc-ws.v1),
+// typed with protobuf-es message types.
+
+export { BridgeClient, queryOf, type Method, type ServerStreamingMethod } from "./lib/client.js";
+export {
+  defaultRetryMs,
+  fetchEventStream,
+  openEventSource,
+  statusFromResponse,
+  type ConnectionState,
+  type EventSourceOptions,
+  type FetchStreamOptions,
+  type ServerStream,
+  type StateInfo,
+  type StreamOptions,
+} from "./lib/stream.js";
+export { SSEParser, type SSEEvent } from "./lib/sse.js";
+export {
+  Code,
+  StatusError,
+  codeName,
+  isTransient,
+  parseStatus,
+  parseStatusText,
+  type Metadata,
+  type Status,
+} from "./lib/status.js";
+export {
+  openWebSocket,
+  statusFromClose,
+  subprotocol,
+  webSocketURL,
+  type WebSocketCall,
+  type WebSocketOptions,
+} from "./lib/websocket.js";
