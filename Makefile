@@ -31,6 +31,7 @@ build: ## Build all packages and binaries
 test: ## Vet, then run all tests with the race detector (browser tests in e2e/ need /usr/bin/chromium)
 	go vet ./...
 	go test -race -count=1 ./...
+	go test -run '^$$' -fuzz '^FuzzDecodeControl$$' -fuzztime 5s ./bridge
 
 .PHONY: slowtest
 slowtest: ## Run the tests without the race detector, verbose
