@@ -45,8 +45,15 @@ fuzz: ## Fuzz every decoder of untrusted input for $(FUZZTIME) each
 	done
 
 .PHONY: bench
-bench: ## Run the benchmarks
-	go test -run '^$$' -bench . -benchmem -count 5 ./bridge
+bench: ## Benchmark the bridge against direct gRPC and grpc-gateway, idle streams and fan-out (about 6 minutes; docs/benchmarks.md)
+	@mkdir -p .tmp/bench
+	go build -o .tmp/bin/bench ./cmd/bench
+	.tmp/bin/bench -profile .tmp/bench | tee .tmp/bench/report.md
+
+.PHONY: bench-quick
+bench-quick: ## Smoke-test the benchmark harness with small counts (about 2 minutes)
+	go build -o .tmp/bin/bench ./cmd/bench
+	.tmp/bin/bench -quick -profile ''
 
 $(BUF): tools/package.json tools/package-lock.json
 	npm ci --prefix tools --no-audit --no-fund

@@ -11,10 +11,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
-// ErrUnknownMethod is wrapped by the errors of requests for a path that is
-// not an exposed method.
-var ErrUnknownMethod = errors.New("bridge: unknown method")
-
 // statusFromError is the one place that turns an error into the gRPC status
 // a browser sees. gRPC statuses pass through; context errors become
 // CANCELED and DEADLINE_EXCEEDED; anything else is UNKNOWN without its
@@ -42,7 +38,7 @@ type statusJSON struct {
 	Code     codes.Code          `json:"code"`
 	Message  string              `json:"message"`
 	Details  []json.RawMessage   `json:"details"`
-	Trailers map[string][]string `json:"trailers,omitempty"`
+	Trailers map[string][]string `json:"trailers,omitzero"` // nil: no trailers key; empty: "trailers":{}
 }
 
 // anyJSON stands in for a status detail whose type the schema does not

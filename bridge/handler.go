@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/gorilla/websocket"
@@ -37,6 +38,7 @@ type Handler struct {
 	responseMD *headerMatcher
 	log        *slog.Logger
 	streams    *streams
+	updateMu   sync.Mutex  // serialises UpdateFiles
 	native     *nativeGRPC // pass-through of native gRPC requests
 }
 
@@ -74,6 +76,10 @@ func NewHandler(opts ...Option) (*Handler, error) {
 // (for example, an expose pattern that no longer matches anything) the
 // handler keeps its current schema.
 func (h *Handler) UpdateFiles(files *protoregistry.Files) error {
+	// One update at a time, so the resolver and the routes always come
+	// from the same schema.
+	h.updateMu.Lock()
+	defer h.updateMu.Unlock()
 	rt, err := buildRoutes(h.cfg, files, h)
 	if err != nil {
 		return fmt.Errorf("bridge: %w", err)
@@ -113,6 +119,7 @@ func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, m *method)
 			h.serveWebSocket(w, r, m)
 			return
 		}
+		h.setCORS(w, r)
 		if up := r.Header.Get("Upgrade"); up != "" {
 			h.writeError(w, http.StatusBadRequest, status.Newf(codes.InvalidArgument,
 				"%s: cannot upgrade to %s; for a WebSocket send Connection: Upgrade and Upgrade: websocket with subprotocol %s, or open the method as Server-Sent Events",
@@ -121,17 +128,16 @@ func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, m *method)
 		}
 		h.serveSSE(w, r, m, nil, binding{})
 	case http.MethodPost:
-		ct := r.Header.Get(headerContentType)
-		if strings.HasPrefix(ct, contentTypeGRPCPrefix) {
-			h.serveGRPC(w, r)
-			return
-		}
+		ct := r.Header.Get(headerContentType) // application/grpc went to serveGRPC in ServeHTTP
+		h.setCORS(w, r)
 		if !isJSON(ct) {
 			h.writeError(w, http.StatusUnsupportedMediaType, status.Newf(codes.InvalidArgument,
-				"%s: Content-Type %q is not supported; POST application/json", m.name, ct))
+				"%s: Content-Type %s is not supported; POST application/json", m.name, quoteName(ct)))
 			return
 		}
 		h.serveSSE(w, r, m, nil, binding{body: "*"})
+	case http.MethodOptions:
+		h.servePreflight(w, r, m)
 	default:
 		w.Header().Set(headerAllow, "GET, POST")
 		h.writeError(w, http.StatusMethodNotAllowed, status.Newf(codes.Unimplemented,
@@ -142,9 +148,10 @@ func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, m *method)
 // annotatedHandler serves one google.api.http binding of m as SSE.
 func (h *Handler) annotatedHandler(m *method, b binding) runtime.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, pathParams map[string]string) {
+		h.setCORS(w, r)
 		if b.body != "" && !isJSON(r.Header.Get(headerContentType)) {
 			h.writeError(w, http.StatusUnsupportedMediaType, status.Newf(codes.InvalidArgument,
-				"%s: Content-Type %q is not supported; send application/json", m.name, r.Header.Get(headerContentType)))
+				"%s: Content-Type %s is not supported; send application/json", m.name, quoteName(r.Header.Get(headerContentType))))
 			return
 		}
 		h.serveSSE(w, r, m, pathParams, b)

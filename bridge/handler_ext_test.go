@@ -1,12 +1,14 @@
 package bridge_test
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
@@ -97,5 +99,57 @@ func TestUpdateFilesSwapsSchemaWithoutDroppingStreams(t *testing.T) {
 	}
 	if n != 40 {
 		t.Fatalf("live stream delivered %d messages across the swap, want 40", n)
+	}
+}
+
+func TestExposePackagePatternExcludesSubPackages(t *testing.T) {
+	t.Parallel()
+	// demo.v1.admin is a sub-package of demo.v1: "demo.v1.*" must not
+	// expose it.
+	ticker, err := protoregistry.GlobalFiles.FindFileByPath("demo/v1/ticker.proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := &descriptorpb.FileDescriptorProto{
+		Name:       proto.String("demo/v1/admin/admin.proto"),
+		Package:    proto.String("demo.v1.admin"),
+		Syntax:     proto.String("proto3"),
+		Dependency: []string{"demo/v1/ticker.proto"},
+		Service: []*descriptorpb.ServiceDescriptorProto{{
+			Name: proto.String("AdminService"),
+			Method: []*descriptorpb.MethodDescriptorProto{{
+				Name: proto.String("Wipe"), InputType: proto.String(".demo.v1.WatchRequest"), OutputType: proto.String(".demo.v1.Tick"),
+				ServerStreaming: proto.Bool(true),
+			}},
+		}},
+	}
+	files, err := bridge.NewFiles(&descriptorpb.FileDescriptorSet{File: []*descriptorpb.FileDescriptorProto{protodesc.ToFileDescriptorProto(ticker), admin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := bridgetest.NewBackend(t, func(s *grpc.Server) { demo.Register(s) })
+	h, err := bridge.NewHandler(bridge.WithBackend(conn), bridge.WithExpose("demo.v1.*"), bridge.WithFiles(files))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	for path, want := range map[string]int{
+		"/demo.v1.admin.AdminService/Wipe?symbol=A":     http.StatusNotFound,
+		"/demo.v1.TickerService/Watch?symbol=A&limit=1": http.StatusOK,
+	} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	// Named explicitly, the sub-package's service is exposed.
+	if _, err := bridge.NewHandler(bridge.WithBackend(conn), bridge.WithExpose("demo.v1.admin.*"), bridge.WithFiles(files)); err != nil {
+		t.Fatalf("demo.v1.admin.*: %v", err)
 	}
 }

@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -25,12 +23,14 @@ import (
 // HTTP/2 frame, small enough that memory per stream stays bounded.
 const sseFlushBytes = 32 << 10
 
-// sseItem is what the receiver goroutine hands to the writer: the backend's
-// response headers, one encoded message, or the final status.
+// sseItem is what a receiver goroutine hands to the writer: the backend's
+// response headers, one encoded message, or the final status. Items of a
+// shared call are shared by its subscribers and read-only.
 type sseItem struct {
 	kind     sseItemKind
 	id       string // event id of a message
-	data     []byte // JSON of a message or of the headers
+	data     []byte // JSON of a message or of the headers; a whole event for itemFrame
+	size     int    // itemFrame: the size of the message's JSON
 	st       *status.Status
 	trailers metadata.MD
 }
@@ -40,7 +40,9 @@ type sseItemKind uint8
 const (
 	itemHeaders sseItemKind = iota + 1
 	itemMessage
-	itemStatus
+	itemFrame   // a message event of a shared call, framed once for every subscriber
+	itemStatus  // the final status
+	itemDropped // a shared call's subscriber fell behind: st is its final status
 )
 
 // serveSSE serves one call of m as an event stream.
@@ -55,10 +57,23 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 		h.writeError(w, rerr.httpStatus, rerr.st)
 		return
 	}
-	md, timeout, err := h.requestMD.requestMetadata(r)
+	md, timeout, err := h.requestMD.requestMetadata(r, h.peerTrusted(r))
 	if err != nil {
 		h.writeError(w, http.StatusBadRequest, status.New(codes.InvalidArgument, err.Error()))
 		return
+	}
+	// A shared method's key is taken before a resume changes the request
+	// and the metadata. A call with its own deadline is not shared: the
+	// deadline belongs to one caller.
+	var (
+		key      sharedKey
+		sharedMD metadata.MD
+		share    = m.shared != nil && timeout == noTimeout
+	)
+	if share {
+		if key, sharedMD, err = sharedKeyOf(req, md); err != nil {
+			share = false // not encodable: the call of its own reports it
+		}
 	}
 	nextSeq, rerr := h.resume(r, m, req, md)
 	if rerr != nil {
@@ -80,15 +95,26 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 		// draining) keeps the browser's EventSource retrying.
 		_, st := h.streams.refusal(a)
 		s.finish(st, nil)
-		h.logStreamEnd(r, m, st, start, 0)
+		h.logStreamEnd(r, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start})
 		return
 	}
 	defer h.streams.end(client)
 	s.obs = h.cfg.metrics.StreamStarted(m.name, TransportSSE, r.Header.Get(headerLastEventID) != "")
 	s.obs.MessageReceived(proto.Size(req))
-	st := s.run(ctx, r.Context(), m, req, nextSeq)
+	var st *status.Status
+	if share {
+		if sub := m.shared.subscribe(h, m, key, req, sharedMD, r.Header.Get(headerLastEventID)); sub != nil {
+			st = func() *status.Status {
+				defer sub.leave() // the last to leave ends the shared call
+				return s.relay(r.Context(), nil, sub.items)
+			}()
+		}
+	}
+	if st == nil {
+		st = s.run(ctx, r.Context(), m, req, nextSeq)
+	}
 	s.obs.StreamEnded(st.Code(), 0, s.slow)
-	h.logStreamEnd(r, m, st, start, s.messages)
+	h.logStreamEnd(r, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start, messages: s.messages})
 }
 
 // resume applies a Last-Event-ID header: it forwards the id as the
@@ -139,20 +165,6 @@ type sseStream struct {
 func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req *dynamicpb.Message, nextSeq uint64) *status.Status {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := m.conn.NewStream(ctx, &m.streamDesc, m.path)
-	if err != nil {
-		st := statusFromError(err)
-		s.finish(st, nil)
-		return st
-	}
-	// On io.EOF the call has already ended; RecvMsg returns its status.
-	if err := stream.SendMsg(req); err != nil && !errors.Is(err, io.EOF) {
-		st := statusFromError(err)
-		s.finish(st, nil)
-		return st
-	}
-	_ = stream.CloseSend() // always nil for client streams
-
 	items := make(chan sseItem, defaultSSEQueueLen)
 	// stop is closed when the handler returns, and only then: the receiver
 	// must not give up on its own when the call's deadline passes, or the
@@ -160,18 +172,27 @@ func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req *dynamicp
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
-		// The receiver: the only goroutine that calls RecvMsg. It ends when
+		// The receiver: the only goroutine that uses the call. It ends when
 		// the call ends or when the handler stops it; the handler's deferred
-		// cancel of the call context unblocks its RecvMsg.
+		// cancel of the call context unblocks it wherever it waits.
 		defer close(done)
-		s.h.receiveSSE(stream, m, nextSeq, items, stop)
+		s.h.receiveSSE(ctx, m, req, nextSeq, items, stop)
 	}()
 	defer func() {
 		cancel() // unblocks RecvMsg
 		close(stop)
 		<-done
 	}()
+	return s.relay(clientCtx, items, nil)
+}
 
+// relay writes the items of one source until the stream ends, and returns
+// its final status: the items of the stream's own receiver, or those of a
+// shared call's subscription (exactly one of items and shared is non-nil).
+// It owns the heartbeat, the batching of events into writes, and the
+// endings that do not come from the call: the browser leaving, a failed
+// write, the drain, the maximum duration.
+func (s *sseStream) relay(clientCtx context.Context, items <-chan sseItem, shared <-chan *sseItem) *status.Status {
 	heartbeat := time.NewTimer(s.h.cfg.heartbeatInterval)
 	defer heartbeat.Stop()
 	var expired <-chan time.Time // nil: no maximum duration
@@ -183,21 +204,21 @@ func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req *dynamicp
 	for {
 		select {
 		case it := <-items:
-			switch it.kind {
-			case itemHeaders:
-				s.commit()
-				s.buf = appendEvent(s.buf, "", sseEventHeaders, it.data)
-			case itemMessage:
-				s.commit()
-				s.buf = appendEvent(s.buf, it.id, sseEventMessage, it.data)
-				s.messages++
-				s.obs.MessageSent(len(it.data))
-			case itemStatus:
-				s.finish(it.st, it.trailers)
-				return it.st
+			if st := s.add(&it); st != nil {
+				return st
 			}
 			if len(items) > 0 && len(s.buf) < sseFlushBytes {
 				continue // more is ready: batch it into the same write
+			}
+			if err := s.flush(); err != nil {
+				return s.writeFailed(err)
+			}
+		case it := <-shared:
+			if st := s.add(it); st != nil {
+				return st
+			}
+			if len(shared) > 0 && len(s.buf) < sseFlushBytes {
+				continue
 			}
 			if err := s.flush(); err != nil {
 				return s.writeFailed(err)
@@ -219,6 +240,36 @@ func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req *dynamicp
 		}
 		heartbeat.Reset(s.h.cfg.heartbeatInterval)
 	}
+}
+
+// add buffers the event of one item, or ends the stream with the item's
+// final status and returns it.
+func (s *sseStream) add(it *sseItem) *status.Status {
+	switch it.kind {
+	case itemHeaders:
+		s.commit()
+		s.buf = appendEvent(s.buf, "", sseEventHeaders, it.data)
+	case itemMessage:
+		s.commit()
+		s.buf = appendEvent(s.buf, it.id, sseEventMessage, it.data)
+		s.messages++
+		s.obs.MessageSent(len(it.data))
+	case itemFrame:
+		s.commit()
+		s.buf = append(s.buf, it.data...)
+		s.messages++
+		s.obs.MessageSent(it.size)
+	case itemStatus:
+		s.finish(it.st, it.trailers)
+		return it.st
+	case itemDropped:
+		// Falling behind is not the stream's fault, and a reconnect
+		// catches up: a retry hint even though the code is not transient.
+		s.slow = true
+		s.finishEvent(it.st, nil, true)
+		return it.st
+	}
+	return nil
 }
 
 // handOff ends a healthy stream so that the browser resumes it, perhaps
@@ -257,12 +308,18 @@ func (s *sseStream) finish(st *status.Status, trailers metadata.MD) {
 		s.h.writeStatus(s.w, st)
 		return
 	}
+	s.finishEvent(st, trailers, isTransient(st.Code()))
+}
+
+// finishEvent ends the stream with st as an end or error event, with a
+// retry hint first when retry is set and st is an error.
+func (s *sseStream) finishEvent(st *status.Status, trailers metadata.MD, retry bool) {
 	s.commit()
 	data := marshalStatus(s.h.codec, st, s.h.responseMD.responseMetadata(trailers))
 	event := sseEventEnd
 	if st.Code() != codes.OK {
 		event = sseEventError
-		if isTransient(st.Code()) {
+		if retry {
 			s.buf = appendRetry(s.buf, s.h.cfg.retryInterval)
 		}
 	}
@@ -280,9 +337,16 @@ func (s *sseStream) flush() error {
 		return err
 	}
 	s.buf = s.buf[:0]
+	if cap(s.buf) > 2*sseFlushBytes {
+		s.buf = nil // one huge event must not pin its buffer for the stream's life
+	}
 	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}
+	// Clear the deadline: over HTTP/2 a deadline left set resets the
+	// stream when it passes, even with no write pending, which would cut
+	// every stream quiet for longer than the write timeout.
+	_ = s.rc.SetWriteDeadline(time.Time{})
 	return nil
 }
 
@@ -295,7 +359,11 @@ func (s *sseStream) writeFailed(err error) *status.Status {
 // encoding each message as JSON on the way. It sends the next item only when
 // out has room, and reads the next message only after that: a slow browser
 // stalls this loop and, through gRPC flow control, the backend.
-func (h *Handler) receiveSSE(stream grpc.ClientStream, m *method, nextSeq uint64, out chan<- sseItem, stop <-chan struct{}) {
+//
+// It also opens the call and sends the request, so that the handler
+// goroutine keeps its heartbeat, drain and limits going while a backend is
+// slow to accept the call.
+func (h *Handler) receiveSSE(ctx context.Context, m *method, req *dynamicpb.Message, nextSeq uint64, out chan<- sseItem, stop <-chan struct{}) {
 	send := func(it sseItem) bool {
 		select {
 		case out <- it:
@@ -304,6 +372,17 @@ func (h *Handler) receiveSSE(stream grpc.ClientStream, m *method, nextSeq uint64
 			return false
 		}
 	}
+	stream, err := m.conn.NewStream(ctx, &m.streamDesc, m.path)
+	if err != nil {
+		send(sseItem{kind: itemStatus, st: statusFromError(err)})
+		return
+	}
+	// On io.EOF the call has already ended; RecvMsg returns its status.
+	if err := stream.SendMsg(req); err != nil && !errors.Is(err, io.EOF) {
+		send(sseItem{kind: itemStatus, st: statusFromError(err)})
+		return
+	}
+	_ = stream.CloseSend() // always nil for client streams
 	// Header blocks until the backend sends headers or ends the call; nil
 	// means it ended without headers (a trailers-only response), whose
 	// status RecvMsg returns next.
@@ -359,26 +438,4 @@ func cursorID(msg *dynamicpb.Message, fd protoreflect.FieldDescriptor) string {
 		return ""
 	}
 	return id
-}
-
-// logStreamEnd logs the end of a stream: at Debug for expected endings, at
-// Warn when the backend or the bridge failed.
-func (h *Handler) logStreamEnd(r *http.Request, m *method, st *status.Status, start time.Time, messages int) {
-	level := slog.LevelDebug
-	switch st.Code() {
-	case codes.Unknown, codes.Internal, codes.DataLoss, codes.Unavailable:
-		level = slog.LevelWarn
-	}
-	if !h.log.Enabled(r.Context(), level) {
-		return
-	}
-	h.log.LogAttrs(context.Background(), level, "stream ended",
-		slog.String(logKeyMethod, m.name),
-		slog.String(logKeyTransport, TransportSSE),
-		slog.String(logKeyPeer, r.RemoteAddr),
-		slog.String(logKeyCode, st.Code().String()),
-		slog.String(logKeyMessage, st.Message()),
-		slog.Duration(logKeyDuration, time.Since(start)),
-		slog.Int(logKeyMessages, messages),
-	)
 }

@@ -626,3 +626,48 @@ func TestSSESlowClientIsDroppedAfterWriteTimeout(t *testing.T) {
 		t.Fatal("a client that stopped reading was not dropped")
 	}
 }
+
+func TestSSEQuietStreamSurvivesWriteTimeoutOverHTTP2(t *testing.T) {
+	t.Parallel()
+	// The backend sends one message, then nothing for three seconds; the
+	// heartbeat (every 400 ms) must keep the stream open even though the
+	// write timeout (150 ms) is shorter than the quiet time.
+	inspect := bridgetest.NewInspectServer()
+	conn := bridgetest.NewBackend(t, func(s *grpc.Server) { testv1.RegisterInspectServiceServer(s, inspect) })
+	h, err := bridge.NewHandler(bridge.WithBackend(conn), bridge.WithExpose("bridgetest.v1.*"),
+		bridge.WithWriteTimeout(150*time.Millisecond), bridge.WithHeartbeatInterval(400*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	transport := &http.Transport{Protocols: new(http.Protocols)}
+	transport.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(transport.CloseIdleConnections)
+
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/bridgetest.v1.InspectService/Inspect?count=2&interval_ms=3000", nil)
+	resp, err := (&http.Client{Transport: transport}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("served over %s, want HTTP/2", resp.Proto)
+	}
+	r := bridgetest.NewSSEReader(resp.Body)
+	pings := 0
+	for pings < 3 {
+		ev, err := r.Next()
+		if err != nil {
+			t.Fatalf("after %d pings: %v; the quiet stream was cut", pings, err)
+		}
+		for _, c := range ev.Comments {
+			if c == "ping" {
+				pings++
+			}
+		}
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -58,7 +57,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *meth
 			"%s: offer the WebSocket subprotocol %s in Sec-WebSocket-Protocol", m.name, wsSubprotocol))
 		return
 	}
-	md, timeout, err := h.requestMD.requestMetadata(r)
+	md, timeout, err := h.requestMD.requestMetadata(r, h.peerTrusted(r))
 	if err != nil {
 		h.writeError(w, http.StatusBadRequest, status.New(codes.InvalidArgument, err.Error()))
 		return
@@ -96,13 +95,12 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *meth
 	s.serve()
 }
 
-// originAllowed reports whether a page of origin may open WebSockets: it is
-// on the allow-list ("*" allows any origin) or, when there is no
-// allow-list, its host is the request's host.
+// originAllowed reports whether a page of origin may open WebSockets: its
+// host is the request's host (same origin), or it is on the allow-list ("*"
+// allows any origin).
 func (h *Handler) originAllowed(origin, host string) bool {
-	if len(h.cfg.allowedOrigins) == 0 {
-		u, err := url.Parse(origin)
-		return err == nil && u.Host != "" && strings.EqualFold(u.Host, host)
+	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, host) {
+		return true
 	}
 	for _, o := range h.cfg.allowedOrigins {
 		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
@@ -256,7 +254,15 @@ func (s *wsSession) serve() {
 	<-s.readerDone
 	s.receiver.Wait()
 	s.obs.StreamEnded(s.final.st.Code(), s.final.closeCode, errors.Is(s.writeErr, os.ErrDeadlineExceeded))
-	s.logEnd()
+	s.h.logStreamEnd(s.r, streamEnd{
+		method:      s.m.name,
+		transport:   TransportWebSocket,
+		st:          s.final.st,
+		closeCode:   s.final.closeCode,
+		clientFault: s.final.closeCode == websocket.ClosePolicyViolation || s.final.closeCode == websocket.CloseMessageTooBig,
+		start:       s.start,
+		messages:    s.sent,
+	})
 }
 
 // end ends the session with e, unless it has ended already: the first
@@ -407,8 +413,8 @@ func (s *wsSession) onControl(data []byte) error {
 func (s *wsSession) addMetadata(entries map[string][]string) error {
 	for name, values := range entries {
 		key := strings.ToLower(name)
-		if key == "" || strings.ContainsFunc(key, func(r rune) bool { return !isTokenChar(r) }) {
-			return fmt.Errorf("metadata key %s is not a valid header name", quoteName(name))
+		if !validKey(key) {
+			return fmt.Errorf("metadata key %s is not a valid gRPC metadata key (letters, digits, '-', '_', '.')", quoteName(name))
 		}
 		// The bridge sets these itself, from the connection.
 		if !s.h.requestMD.allows(key) || key == mdForwardedFor || key == mdForwardedHost {
@@ -691,32 +697,4 @@ func (s *wsSession) writeFailed(err error) {
 // frame.
 func closeReason(msg string) string {
 	return truncateUTF8(strings.ToValidUTF8(msg, "\uFFFD"), maxCloseReasonBytes)
-}
-
-// logEnd logs the end of a session: at Debug for expected endings, at Info
-// for a client that broke the protocol, at Warn when the backend or the
-// bridge failed.
-func (s *wsSession) logEnd() {
-	e := s.final
-	level := slog.LevelDebug
-	switch {
-	case e.closeCode == websocket.ClosePolicyViolation || e.closeCode == websocket.CloseMessageTooBig:
-		level = slog.LevelInfo
-	case e.closeCode == websocket.CloseGoingAway:
-	case e.st.Code() == codes.Unknown, e.st.Code() == codes.Internal, e.st.Code() == codes.DataLoss, e.st.Code() == codes.Unavailable:
-		level = slog.LevelWarn
-	}
-	if !s.h.log.Enabled(s.r.Context(), level) {
-		return
-	}
-	s.h.log.LogAttrs(context.Background(), level, "stream ended",
-		slog.String(logKeyMethod, s.m.name),
-		slog.String(logKeyTransport, TransportWebSocket),
-		slog.String(logKeyPeer, s.r.RemoteAddr),
-		slog.String(logKeyCode, e.st.Code().String()),
-		slog.String(logKeyMessage, e.st.Message()),
-		slog.Int("close_code", e.closeCode),
-		slog.Duration(logKeyDuration, time.Since(s.start)),
-		slog.Int(logKeyMessages, s.sent),
-	)
 }

@@ -737,7 +737,7 @@ func TestWSProtocolViolations(t *testing.T) {
 		{"end before the request of a server-streaming method", "/demo.v1.EchoService/Stream", []frame{{text: `{"end":true}`}}, "end before the request message"},
 		{"metadata value not printable", "/demo.v1.EchoService/Echo", []frame{{text: `{"metadata":{"authorization":["a\u0001b"]}}`}}, "printable ASCII"},
 		{"binary metadata not base64", "/demo.v1.EchoService/Echo", []frame{{text: `{"metadata":{"x-test-bin":["!!"]}}`}}, "not base64"},
-		{"metadata key not a header name", "/demo.v1.EchoService/Echo", []frame{{text: `{"metadata":{"x test":["v"]}}`}}, "not a valid header name"},
+		{"metadata key not a header name", "/demo.v1.EchoService/Echo", []frame{{text: `{"metadata":{"x test":["v"]}}`}}, "not a valid gRPC metadata key"},
 		{"bad grpc-timeout", "/demo.v1.EchoService/Echo", []frame{{text: `{"metadata":{"grpc-timeout":["soon"]}}`}}, "grpc-timeout"},
 	}
 	for _, tt := range tests {

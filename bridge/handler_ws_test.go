@@ -51,7 +51,7 @@ func TestOriginAllowed(t *testing.T) {
 		{"listed with slash", []string{"https://app.example/"}, "https://app.example", "bridge.example", true},
 		{"listed, other scheme", []string{"https://app.example"}, "http://app.example", "bridge.example", false},
 		{"not listed", []string{"https://app.example"}, "https://evil.example", "bridge.example", false},
-		{"list replaces same-origin", []string{"https://app.example"}, "http://bridge.example", "bridge.example", false},
+		{"list keeps same-origin", []string{"https://app.example"}, "http://bridge.example", "bridge.example", true},
 		{"any", []string{"*"}, "https://evil.example", "bridge.example", true},
 		{"any, null origin", []string{"*"}, "null", "bridge.example", true},
 	}

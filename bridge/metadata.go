@@ -74,8 +74,8 @@ func newHeaderMatcher(names []string) (*headerMatcher, error) {
 			return nil, fmt.Errorf("header allow-list entry %q: hop-by-hop and transport headers cannot be forwarded", n)
 		case strings.HasPrefix(key, "grpc-") && key != mdTimeout:
 			return nil, fmt.Errorf("header allow-list entry %q: grpc-* keys are reserved for the gRPC transport", n)
-		case strings.ContainsFunc(prefix, func(r rune) bool { return !isTokenChar(r) }):
-			return nil, fmt.Errorf("header allow-list entry %q: not a valid header name", n)
+		case !validKey(prefix):
+			return nil, fmt.Errorf("header allow-list entry %q: not a valid gRPC metadata key (lower-case letters, digits, '-', '_', '.')", n)
 		}
 		if isPrefix {
 			m.prefixes = append(m.prefixes, prefix)
@@ -104,22 +104,33 @@ func (m *headerMatcher) allows(key string) bool {
 	return false
 }
 
-// isTokenChar reports whether r may appear in an HTTP field name (RFC 9110
-// section 5.6.2), lower-cased as gRPC metadata keys are.
-func isTokenChar(r rune) bool {
-	return r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r)
+// isKeyChar reports whether r may appear in a gRPC metadata key: lower-case
+// letters, digits, '-', '_' and '.' (gRPC over HTTP/2, "Custom-Metadata").
+// That is narrower than an HTTP field name, so some headers can never be
+// forwarded.
+func isKeyChar(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
+}
+
+// validKey reports whether key is a non-empty gRPC metadata key.
+func validKey(key string) bool {
+	return key != "" && !strings.ContainsFunc(key, func(r rune) bool { return !isKeyChar(r) })
 }
 
 // requestMetadata turns the allow-listed headers of r into outgoing gRPC
 // metadata and returns the timeout set by a grpc-timeout header
-// ([noTimeout] when there is none). Binary (-bin) headers are base64-decoded, as gRPC's HTTP/2
-// mapping encodes them.
-func (m *headerMatcher) requestMetadata(r *http.Request) (metadata.MD, time.Duration, error) {
+// ([noTimeout] when there is none). Binary (-bin) headers are
+// base64-decoded, as gRPC's HTTP/2 mapping encodes them. The request's own
+// X-Forwarded-For is kept only when trustForwarded says that the peer is a
+// trusted proxy: anyone else could write anything there.
+func (m *headerMatcher) requestMetadata(r *http.Request, trustForwarded bool) (metadata.MD, time.Duration, error) {
 	md := make(metadata.MD, len(r.Header)+2)
 	timeout := noTimeout
 	for name, values := range r.Header {
 		key := strings.ToLower(name)
-		if !m.allows(key) {
+		// A header name that cannot be a metadata key (x-a!b under an
+		// "x-*" entry) is dropped like any header off the list.
+		if !m.allows(key) || !validKey(key) {
 			continue
 		}
 		if key == mdTimeout {
@@ -149,7 +160,7 @@ func (m *headerMatcher) requestMetadata(r *http.Request) (metadata.MD, time.Dura
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		// Every X-Forwarded-For line, in order: proxies may add their own
 		// line rather than extend the last (RFC 9110 section 5.3).
-		if prior := strings.Join(r.Header.Values(headerForwardedFor), ", "); prior != "" && isPrintableASCII(prior) {
+		if prior := strings.Join(r.Header.Values(headerForwardedFor), ", "); trustForwarded && prior != "" && isPrintableASCII(prior) {
 			ip = prior + ", " + ip
 		}
 		md[mdForwardedFor] = []string{ip}
@@ -258,6 +269,16 @@ func (h *Handler) clientIP(r *http.Request) string {
 		}
 	}
 	return host
+}
+
+// peerTrusted reports whether the request's peer is a trusted proxy.
+func (h *Handler) peerTrusted(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	addr, err := netip.ParseAddr(host)
+	return err == nil && h.trusted(addr)
 }
 
 func (h *Handler) trusted(a netip.Addr) bool {

@@ -158,11 +158,11 @@ func TestNewHeaderMatcherRejects(t *testing.T) {
 		{"empty", []string{""}, `header allow-list entry "": empty name`},
 		{"blank", []string{"  "}, `header allow-list entry "  ": empty name`},
 		{"star", []string{"*"}, `header allow-list entry "*": empty name`},
-		{"space", []string{"bad name"}, `header allow-list entry "bad name": not a valid header name`},
-		{"slash", []string{"x-a/b"}, `header allow-list entry "x-a/b": not a valid header name`},
-		{"colon inside", []string{"x-a:b"}, `header allow-list entry "x-a:b": not a valid header name`},
-		{"non-ASCII", []string{"x-é"}, `header allow-list entry "x-é": not a valid header name`},
-		{"bad prefix", []string{"x y-*"}, `header allow-list entry "x y-*": not a valid header name`},
+		{"space", []string{"bad name"}, `header allow-list entry "bad name": not a valid gRPC metadata key (lower-case letters, digits, '-', '_', '.')`},
+		{"slash", []string{"x-a/b"}, `header allow-list entry "x-a/b": not a valid gRPC metadata key (lower-case letters, digits, '-', '_', '.')`},
+		{"colon inside", []string{"x-a:b"}, `header allow-list entry "x-a:b": not a valid gRPC metadata key (lower-case letters, digits, '-', '_', '.')`},
+		{"non-ASCII", []string{"x-é"}, `header allow-list entry "x-é": not a valid gRPC metadata key (lower-case letters, digits, '-', '_', '.')`},
+		{"bad prefix", []string{"x y-*"}, `header allow-list entry "x y-*": not a valid gRPC metadata key (lower-case letters, digits, '-', '_', '.')`},
 		{"first bad entry of several", []string{"authorization", "x-ok-*", "te", "bad name"},
 			`header allow-list entry "te": hop-by-hop and transport headers cannot be forwarded`},
 	}
@@ -426,7 +426,7 @@ func TestRequestMetadata(t *testing.T) {
 			if tt.host != nil {
 				r.Host = *tt.host
 			}
-			md, timeout, err := m.requestMetadata(r)
+			md, timeout, err := m.requestMetadata(r, true)
 			if err != nil {
 				t.Fatalf("requestMetadata: %v", err)
 			}
@@ -457,7 +457,7 @@ func TestRequestMetadataForwardedForOnSeveralLines(t *testing.T) {
 	}
 	r := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/", nil)
 	r.Header["X-Forwarded-For"] = []string{"203.0.113.7", "198.51.100.2"}
-	md, _, err := m.requestMetadata(r)
+	md, _, err := m.requestMetadata(r, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -484,7 +484,7 @@ func TestRequestMetadataZeroTimeoutIsNotUnbounded(t *testing.T) {
 			}
 			r := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/", nil)
 			r.Header.Set("Grpc-Timeout", v)
-			_, timeout, err := m.requestMetadata(r)
+			_, timeout, err := m.requestMetadata(r, true)
 			if err != nil {
 				return // refused as not positive: fine
 			}
@@ -528,7 +528,7 @@ func TestRequestMetadataErrors(t *testing.T) {
 			}
 			r := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/", nil)
 			r.Header = tt.header
-			md, timeout, err := m.requestMetadata(r)
+			md, timeout, err := m.requestMetadata(r, true)
 			if err == nil {
 				t.Fatalf("requestMetadata = %v, %v; want an error", md, timeout)
 			}
@@ -619,5 +619,23 @@ func TestResponseMetadata(t *testing.T) {
 				t.Errorf("responseMetadata changed its input (-before +after):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestRequestMetadataIgnoresForwardedForFromUntrustedPeers(t *testing.T) {
+	t.Parallel()
+	m, err := newHeaderMatcher(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.RemoteAddr = "198.51.100.9:4000"
+	r.Header.Set("X-Forwarded-For", "10.0.0.1")
+	md, _, err := m.requestMetadata(r, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := md.Get("x-forwarded-for"); len(got) != 1 || got[0] != "198.51.100.9" {
+		t.Fatalf("x-forwarded-for %q, want only the peer 198.51.100.9", got)
 	}
 }

@@ -19,6 +19,7 @@ const (
 	defaultWriteTimeout      = 10 * time.Second
 	defaultReadMaxBytes      = 4 << 20 // gRPC's default receive limit
 	defaultSSEQueueLen       = 16
+	defaultSharedQueueLen    = 64 // events queued per subscriber of a shared call
 	defaultPingInterval      = 30 * time.Second
 	defaultPongTimeout       = 10 * time.Second
 	maxLastEventIDBytes      = 1024
@@ -58,6 +59,19 @@ type SSEOptions struct {
 	// from the Last-Event-ID header when a browser resumes a stream. Empty:
 	// Last-Event-ID only travels as the last-event-id metadata entry.
 	ResumeField string
+	// Shared lets SSE streams that ask for the same thing share one upstream
+	// call: the same method, the same request (compared as its deterministic
+	// protobuf encoding) and the same forwarded metadata. Each message is
+	// encoded once and written to every subscriber; a subscriber that falls
+	// behind is dropped with a RESOURCE_EXHAUSTED error event and a retry
+	// hint, and never slows the others. The call ends when its last
+	// subscriber leaves. Only server-streaming methods can be shared
+	// ([NewHandler] refuses others), and only methods whose responses are
+	// the same for every caller that sends the same request and credentials
+	// should be: see the protocol documentation, "Shared streams", for what
+	// a shared call carries. Defaults to false: every stream has its own
+	// call.
+	Shared bool
 }
 
 type serviceBackend struct {
@@ -80,6 +94,7 @@ type config struct {
 	writeTimeout      time.Duration
 	readMaxBytes      int64
 	allowedOrigins    []string
+	corsCredentials   bool // Access-Control-Allow-Credentials for named origins
 	pingInterval      time.Duration
 	pongTimeout       time.Duration
 	logger            *slog.Logger
@@ -88,6 +103,10 @@ type config struct {
 	maxClientStreams  int
 	maxStreamDuration time.Duration
 	trustedProxies    []netip.Prefix
+	// nativeGRPCNetworks may use native gRPC; nativeGRPCNetworksSet tells
+	// an explicit empty list (native gRPC off) from the default.
+	nativeGRPCNetworks    []netip.Prefix
+	nativeGRPCNetworksSet bool
 }
 
 // WithFiles sets the schema: the protobuf file descriptors in which the
@@ -104,9 +123,9 @@ func WithBackend(conn grpc.ClientConnInterface) Option {
 	return optionFunc(func(c *config) { c.defaultBackend = conn })
 }
 
-// WithServiceBackend routes the services whose full name matches pattern to
-// conn. Patterns use [path.Match] syntax on the service's full name
-// ("demo.v1.TickerService", "demo.v1.*"); the first matching pattern wins.
+// WithServiceBackend routes the services that pattern matches to conn.
+// Patterns are those of [WithExpose] without a method ("demo.v1.*",
+// "demo.v1.TickerService"); the first matching pattern wins.
 func WithServiceBackend(pattern string, conn grpc.ClientConnInterface) Option {
 	return optionFunc(func(c *config) {
 		c.serviceBackends = append(c.serviceBackends, serviceBackend{pattern: pattern, conn: conn})
@@ -114,8 +133,10 @@ func WithServiceBackend(pattern string, conn grpc.ClientConnInterface) Option {
 }
 
 // WithExpose makes the methods matching the patterns reachable. A pattern
-// is "pkg.*" or "pkg.Service" (every method of the matching services) or
-// "pkg.Service/Method" (one method), in [path.Match] syntax. Nothing is
+// is "pkg.*" (every method of the services of package pkg, but not of its
+// sub-packages such as pkg.internal), "pkg.Service" (every method of the
+// service) or "pkg.Service/Method" (one method); other globs use
+// [path.Match] syntax on the service's full name and the method's name. Nothing is
 // exposed without this option, and a pattern that matches no method of the
 // schema is an error, so a typo does not silently hide a service.
 func WithExpose(patterns ...string) Option {
@@ -182,9 +203,10 @@ func WithReadMaxBytes(n int64) Option {
 
 // WithAllowedOrigins sets the origins ("https://app.example.com", scheme
 // and host as browsers send them in the Origin header) whose pages may open
-// WebSockets to the bridge. "*" allows every origin. Requests without an
-// Origin header do not come from a browser and are not checked. Defaults to
-// same-origin only: the Origin's host must equal the request's Host.
+// WebSockets to the bridge, besides the bridge's own origin (the Origin's
+// host equals the request's Host), which is always allowed. "*" allows every
+// origin. Requests without an Origin header do not come from a browser and
+// are not checked. Defaults to none: same-origin only.
 func WithAllowedOrigins(origins ...string) Option {
 	return optionFunc(func(c *config) { c.allowedOrigins = append(c.allowedOrigins, origins...) })
 }
@@ -259,6 +281,9 @@ func newConfig(opts []Option) (*config, error) {
 	if c.metrics == nil {
 		c.metrics = noMetrics{}
 	}
+	if !c.nativeGRPCNetworksSet {
+		c.nativeGRPCNetworks = defaultNativeGRPCNetworks
+	}
 	if c.files == nil {
 		c.files = protoregistry.GlobalFiles
 	}
@@ -300,4 +325,41 @@ func newConfig(opts []Option) (*config, error) {
 		return nil, fmt.Errorf("bridge: %w", errors.Join(errs...))
 	}
 	return c, nil
+}
+
+// WithCORSCredentials lets the pages of the origins named in
+// [WithAllowedOrigins] read SSE streams with credentials (cookies, HTTP
+// authentication: EventSource's withCredentials, fetch's credentials
+// "include"), by answering Access-Control-Allow-Credentials: true. Origins
+// admitted only by "*" never get it. Defaults to false: cross-origin pages
+// on the list read streams without credentials.
+func WithCORSCredentials(allow bool) Option {
+	return optionFunc(func(c *config) { c.corsCredentials = allow })
+}
+
+// defaultNativeGRPCNetworks are the internal networks: loopback and the
+// private ranges of RFC 1918 and RFC 4193.
+var defaultNativeGRPCNetworks = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("::1/128"),
+	netip.MustParsePrefix("fc00::/7"),
+}
+
+// WithNativeGRPCNetworks sets the networks whose callers may use native
+// gRPC pass-through (POST application/grpc). Those calls carry every
+// metadata key to the backend, with no allow-list and no per-client limit,
+// as a direct connection would, so they are for internal services; callers
+// elsewhere get PERMISSION_DENIED. The caller is the peer, or the address a
+// trusted proxy forwarded for ([WithTrustedProxies]). Defaults to loopback
+// and the private networks (127.0.0.0/8, 10.0.0.0/8, 172.16.0.0/12,
+// 192.168.0.0/16, ::1/128, fc00::/7); no prefix at all turns native gRPC off
+// for everyone.
+func WithNativeGRPCNetworks(prefixes ...netip.Prefix) Option {
+	return optionFunc(func(c *config) {
+		c.nativeGRPCNetworks = prefixes
+		c.nativeGRPCNetworksSet = true
+	})
 }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -130,6 +130,7 @@ type grpcExchange struct {
 	contentType string
 	remoteAddr  string
 	host        string
+	client      string // the caller's address, after trusted proxies
 
 	mu     sync.Mutex
 	closed bool // serveGRPC waits: no handler may enter any more
@@ -192,6 +193,7 @@ func (h *Handler) serveGRPC(w http.ResponseWriter, r *http.Request) {
 		contentType: ct,
 		remoteAddr:  r.RemoteAddr,
 		host:        r.Host,
+		client:      h.clientIP(r),
 	}
 	h.native.server.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), grpcExchangeKey{}, x)))
 	x.wait()
@@ -203,7 +205,7 @@ func (h *Handler) serveGRPC(w http.ResponseWriter, r *http.Request) {
 		c.obs.StreamEnded(c.st.Code(), 0, false)
 		h.streams.end(grpcClient)
 	}
-	h.logGRPCEnd(r, c)
+	h.logStreamEnd(r, streamEnd{method: c.m.name, transport: TransportGRPC, st: c.st, start: c.start, messages: c.messages})
 }
 
 // proxyStream is the grpc.Server's handler for every method it does not
@@ -226,6 +228,11 @@ func (h *Handler) proxyStream(_ any, ss grpc.ServerStream) error {
 	m := h.routes.Load().byPath[x.path]
 	if m == nil {
 		return status.Errorf(codes.Unimplemented, "unknown method %s", x.path)
+	}
+	// Native gRPC forwards every metadata key, unlike the browser
+	// transports: it is for internal callers only.
+	if !h.nativeCallerAllowed(x.client) {
+		return status.Errorf(codes.PermissionDenied, "native gRPC is served to internal networks only, and %s is not in one; browsers use SSE or WebSockets", x.client)
 	}
 	c := &grpcCall{m: m, start: time.Now()}
 	x.call = c
@@ -417,28 +424,6 @@ func grpcContentSubtype(ct string) (string, bool) {
 	return rest[1:], true
 }
 
-// logGRPCEnd logs the end of a proxied call at the level of SSE's and
-// WebSocket's stream ends.
-func (h *Handler) logGRPCEnd(r *http.Request, c *grpcCall) {
-	level := slog.LevelDebug
-	switch c.st.Code() {
-	case codes.Unknown, codes.Internal, codes.DataLoss, codes.Unavailable:
-		level = slog.LevelWarn
-	}
-	if !h.log.Enabled(r.Context(), level) {
-		return
-	}
-	h.log.LogAttrs(context.Background(), level, "stream ended",
-		slog.String(logKeyMethod, c.m.name),
-		slog.String(logKeyTransport, TransportGRPC),
-		slog.String(logKeyPeer, r.RemoteAddr),
-		slog.String(logKeyCode, c.st.Code().String()),
-		slog.String(logKeyMessage, c.st.Message()),
-		slog.Duration(logKeyDuration, time.Since(c.start)),
-		slog.Int(logKeyMessages, c.messages),
-	)
-}
-
 // rawFrame is one gRPC message as it travels on the wire (after
 // decompression): [rawCodec] receives it without decoding and sends it
 // without encoding. Between the two it holds one reference to each of its
@@ -536,4 +521,20 @@ func (w *watchStream) Send(resp *healthpb.HealthCheckResponse) error {
 	}
 	w.last = resp.GetStatus()
 	return nil
+}
+
+// nativeCallerAllowed reports whether a caller address may use native gRPC
+// (see [WithNativeGRPCNetworks]).
+func (h *Handler) nativeCallerAllowed(client string) bool {
+	addr, err := netip.ParseAddr(client)
+	if err != nil {
+		return false
+	}
+	addr = addr.Unmap()
+	for _, p := range h.cfg.nativeGRPCNetworks {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }

@@ -30,6 +30,7 @@ type method struct {
 	conn       grpc.ClientConnInterface
 	cursor     protoreflect.FieldDescriptor // response field for SSE ids, or nil
 	resume     protoreflect.FieldDescriptor // request field set from Last-Event-ID, or nil
+	shared     *sharedHub                   // the method's shared calls, or nil when it is not shared
 }
 
 // binding is one google.api.http rule of a method.
@@ -115,18 +116,33 @@ func buildRoutes(c *config, files *protoregistry.Files, h *Handler) (*routes, er
 
 // exposedBy returns the first expose pattern that matches md.
 func exposedBy(patterns []string, md protoreflect.MethodDescriptor) (string, bool) {
-	service := string(md.Parent().FullName())
-	full := service + "/" + string(md.Name())
 	for _, p := range patterns {
-		subject := service
-		if strings.Contains(p, "/") {
-			subject = full
+		if svc, method, ok := strings.Cut(p, "/"); ok {
+			if matchService(svc, md.Parent().(protoreflect.ServiceDescriptor)) {
+				if ok, _ := path.Match(method, string(md.Name())); ok {
+					return p, true
+				}
+			}
+			continue
 		}
-		if ok, _ := path.Match(p, subject); ok {
+		if matchService(p, md.Parent().(protoreflect.ServiceDescriptor)) {
 			return p, true
 		}
 	}
 	return "", false
+}
+
+// matchService reports whether a service pattern matches sd. "pkg.*" means
+// the services of package pkg and not those of its sub-packages (path.Match's
+// "*" would also match the dots of pkg.internal.Debug): a pattern exposes
+// only what it plainly names. Other patterns use [path.Match] on the
+// service's full name.
+func matchService(pattern string, sd protoreflect.ServiceDescriptor) bool {
+	if pkg, ok := strings.CutSuffix(pattern, ".*"); ok && !strings.ContainsAny(pkg, `*?[\`) {
+		return string(sd.ParentFile().Package()) == pkg
+	}
+	ok, _ := path.Match(pattern, string(sd.FullName()))
+	return ok
 }
 
 func newMethod(c *config, md protoreflect.MethodDescriptor) (*method, []binding, error) {
@@ -143,7 +159,7 @@ func newMethod(c *config, md protoreflect.MethodDescriptor) (*method, []binding,
 		conn: c.defaultBackend,
 	}
 	for _, b := range c.serviceBackends {
-		if ok, _ := path.Match(b.pattern, service); ok {
+		if matchService(b.pattern, md.Parent().(protoreflect.ServiceDescriptor)) {
 			m.conn = b.conn
 			break
 		}
@@ -155,6 +171,7 @@ func newMethod(c *config, md protoreflect.MethodDescriptor) (*method, []binding,
 	sse := SSEOptions{
 		CursorField: opts.GetSse().GetCursorField(),
 		ResumeField: opts.GetSse().GetResumeField(),
+		Shared:      opts.GetSse().GetShared(),
 	}
 	if o, ok := c.sseOverrides[m.name]; ok {
 		sse = o
@@ -165,6 +182,14 @@ func newMethod(c *config, md protoreflect.MethodDescriptor) (*method, []binding,
 	}
 	if m.resume, err = scalarField(md.Input(), sse.ResumeField); err != nil {
 		return nil, nil, fmt.Errorf("%s: resume field: %w", m.name, err)
+	}
+	if sse.Shared {
+		// A shared call has one request and many readers: only a method
+		// that takes one request and streams its responses fits.
+		if !md.IsStreamingServer() || md.IsStreamingClient() {
+			return nil, nil, fmt.Errorf("%s: shared: only server-streaming methods can be shared, and this one is %s", m.name, methodKind(md))
+		}
+		m.shared = newSharedHub()
 	}
 	bindings, err := httpBindings(md)
 	if err != nil {

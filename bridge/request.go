@@ -7,9 +7,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
@@ -46,6 +48,11 @@ func (h *Handler) decodeRequest(r *http.Request, m *method, pathParams map[strin
 		}
 	}
 	for fieldPath, value := range pathParams {
+		// protobuf strings are UTF-8: a message with anything else would
+		// fail to marshal on its way to the backend, as an INTERNAL error.
+		if !utf8.ValidString(value) {
+			return nil, badRequest("path parameter %s is not valid UTF-8", fieldPath)
+		}
 		if err := runtime.PopulateFieldFromPath(msg, fieldPath, value); err != nil {
 			return nil, badRequest("path parameter %s=%q: %v", fieldPath, value, err)
 		}
@@ -54,6 +61,11 @@ func (h *Handler) decodeRequest(r *http.Request, m *method, pathParams map[strin
 		query, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil {
 			return nil, badRequest("query string: %v", err)
+		}
+		for key, values := range query {
+			if !utf8.ValidString(key) || slices.ContainsFunc(values, func(v string) bool { return !utf8.ValidString(v) }) {
+				return nil, badRequest("query string: parameter %s is not valid UTF-8", quoteName(key))
+			}
 		}
 		if err := populateQuery(msg, query, queryFilter(pathParams, b.body)); err != nil {
 			return nil, badRequest("query string: %v", err)

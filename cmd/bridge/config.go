@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -21,6 +22,7 @@ type Config struct {
 	Descriptors       string                  `yaml:"descriptors"`
 	Expose            []string                `yaml:"expose"`
 	AllowOrigins      []string                `yaml:"allow_origins"`
+	CORSCredentials   bool                    `yaml:"cors_credentials"`
 	RequestHeaders    []string                `yaml:"request_headers"`
 	ResponseMetadata  []string                `yaml:"response_metadata"`
 	Methods           map[string]MethodConfig `yaml:"methods"`
@@ -33,11 +35,13 @@ type Config struct {
 	PingInterval      time.Duration           `yaml:"ping_interval"`
 	PongTimeout       time.Duration           `yaml:"pong_timeout"`
 	ReadMaxBytes      int64                   `yaml:"read_max_bytes"`
+	ResponseMaxBytes  int64                   `yaml:"response_max_bytes"`
 	DrainTimeout      time.Duration           `yaml:"drain_timeout"`
 	SchemaRefresh     time.Duration           `yaml:"schema_refresh"`
 	MaxStreams        int64                   `yaml:"max_streams"`
 	MaxClientStreams  int64                   `yaml:"max_streams_per_client"`
 	TrustedProxies    []string                `yaml:"trusted_proxies"`
+	NativeGRPCNets    []string                `yaml:"native_grpc_networks"`
 	MaxStreamDuration time.Duration           `yaml:"max_stream_duration"`
 	MetricsNamespace  string                  `yaml:"metrics_namespace"`
 	OTLPEndpoint      string                  `yaml:"otlp_endpoint"`
@@ -81,6 +85,10 @@ type BackendTLS struct {
 type MethodConfig struct {
 	CursorField string `yaml:"cursor_field"`
 	ResumeField string `yaml:"resume_field"`
+	// Shared lets SSE streams with the same request and forwarded metadata
+	// share one upstream call (bridge.SSEOptions.Shared). Server-streaming
+	// methods only; false: every stream has its own call.
+	Shared bool `yaml:"shared"`
 }
 
 // defaultConfig holds the defaults of every setting.
@@ -93,6 +101,7 @@ func defaultConfig() Config {
 		PingInterval:      30 * time.Second,
 		PongTimeout:       10 * time.Second,
 		ReadMaxBytes:      4 << 20,
+		ResponseMaxBytes:  4 << 20,
 		DrainTimeout:      10 * time.Second,
 		SchemaRefresh:     5 * time.Minute,
 		MetricsNamespace:  "grpcbridge",
@@ -136,6 +145,7 @@ var pluralKeys = map[string]string{
 	"allow-origin":           "allow_origins",
 	"request-header":         "request_headers",
 	"trusted-proxy":          "trusted_proxies",
+	"native-grpc-network":    "native_grpc_networks",
 	"max-streams-per-client": "max_streams_per_client",
 	"response-metadata":      "response_metadata",
 }
@@ -154,6 +164,7 @@ func parseFlags(args []string) (*Config, error) {
 	fs.StringVar(&c.Descriptors, "descriptors", "", "binary FileDescriptorSet `file` (buf build -o) holding the exposed services; default: the compiled-in descriptors")
 	fs.Var((*listFlag)(&c.Expose), "expose", "expose the methods matching `pattern`: pkg.*, pkg.Service or pkg.Service/Method (repeatable)")
 	fs.Var((*listFlag)(&c.AllowOrigins), "allow-origin", "let pages from this `origin` (https://app.example.com, or *) open WebSockets (repeatable; default: same origin only)")
+	fs.BoolVar(&c.CORSCredentials, "cors-credentials", false, "let pages of the -allow-origin origins (not *) read SSE streams with credentials (Access-Control-Allow-Credentials)")
 	fs.Var((*listFlag)(&c.RequestHeaders), "request-header", "forward this request `header` (or prefix*) to backends as metadata (repeatable; replaces the default list)")
 	fs.Var((*listFlag)(&c.ResponseMetadata), "response-metadata", "pass this backend metadata `key` (or prefix*) to browsers (repeatable)")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate `file`: serve HTTPS with HTTP/2")
@@ -165,9 +176,11 @@ func parseFlags(args []string) (*Config, error) {
 	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "WebSocket ping interval")
 	fs.DurationVar(&c.PongTimeout, "pong-timeout", c.PongTimeout, "time a WebSocket peer has to answer a ping")
 	fs.Int64Var(&c.ReadMaxBytes, "read-max-bytes", c.ReadMaxBytes, "largest request message from a browser, in bytes")
+	fs.Int64Var(&c.ResponseMaxBytes, "response-max-bytes", c.ResponseMaxBytes, "largest response message from a backend, in bytes")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time to drain streams after SIGTERM")
 	fs.Int64Var(&c.MaxStreams, "max-streams", 0, "most streams open at once; 0: no limit")
 	fs.Int64Var(&c.MaxClientStreams, "max-streams-per-client", 0, "most streams open at once from one client IP; 0: no limit")
+	fs.Var((*listFlag)(&c.NativeGRPCNets), "native-grpc-network", "let callers in this `CIDR` use native gRPC pass-through (repeatable; default: loopback and private networks)")
 	fs.Var((*listFlag)(&c.TrustedProxies), "trusted-proxy", "trust X-Forwarded-For from this `CIDR` (a load balancer) for the client IP (repeatable)")
 	fs.DurationVar(&c.MaxStreamDuration, "max-stream-duration", 0, "end streams after this long (SSE resumes with Last-Event-ID); 0: no limit")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "export OpenTelemetry spans over OTLP/gRPC to this `host:port`; default: no tracing")
@@ -277,8 +290,16 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("-trusted-proxy %q: want a CIDR such as 10.0.0.0/8: %v", p, err))
 		}
 	}
-	if c.ReadMaxBytes <= 0 {
-		errs = append(errs, fmt.Errorf("-read-max-bytes must be positive, got %d", c.ReadMaxBytes))
+	for _, p := range c.NativeGRPCNets {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			errs = append(errs, fmt.Errorf("-native-grpc-network %q: want a CIDR such as 10.0.0.0/8: %v", p, err))
+		}
+	}
+	if c.ReadMaxBytes <= 0 || c.ReadMaxBytes > math.MaxInt32 {
+		errs = append(errs, fmt.Errorf("-read-max-bytes must be between 1 and %d, got %d", math.MaxInt32, c.ReadMaxBytes))
+	}
+	if c.ResponseMaxBytes <= 0 || c.ResponseMaxBytes > math.MaxInt32 {
+		errs = append(errs, fmt.Errorf("-response-max-bytes must be between 1 and %d, got %d", math.MaxInt32, c.ResponseMaxBytes))
 	}
 	switch c.LogFormat {
 	case "text", "json":

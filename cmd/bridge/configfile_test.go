@@ -98,7 +98,7 @@ func TestEveryFlagHasAConfigKey(t *testing.T) {
 		"-request-header", "h", "-response-metadata", "m", "-heartbeat", "1s", "-retry", "1s",
 		"-write-timeout", "1s", "-ping-interval", "1s", "-pong-timeout", "1s", "-read-max-bytes", "1", "-response-max-bytes", "1", "-drain-timeout", "1s", "-schema-refresh", "1m",
 		"-log-format", "json", "-log-level", "debug", "-h2c", "-max-streams", "5", "-max-streams-per-client", "2",
-		"-trusted-proxy", "10.0.0.0/8", "-max-stream-duration", "1h", "-metrics-namespace", "x",
+		"-trusted-proxy", "10.0.0.0/8", "-native-grpc-network", "10.0.0.0/8", "-max-stream-duration", "1h", "-metrics-namespace", "x",
 		"-otlp-endpoint", "127.0.0.1:4317", "-otlp-insecure", "-service-name", "s"}
 	if _, err := parseFlags(args); err != nil {
 		t.Fatal(err)

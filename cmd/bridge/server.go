@@ -50,6 +50,13 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 	for _, p := range cfg.TrustedProxies {
 		opts = append(opts, bridge.WithTrustedProxies(netip.MustParsePrefix(p))) // validated with the config
 	}
+	if cfg.NativeGRPCNets != nil { // an empty list turns native gRPC off
+		nets := make([]netip.Prefix, 0, len(cfg.NativeGRPCNets))
+		for _, p := range cfg.NativeGRPCNets {
+			nets = append(nets, netip.MustParsePrefix(p))
+		}
+		opts = append(opts, bridge.WithNativeGRPCNetworks(nets...))
+	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts = append(opts, bridge.WithMetrics(newPromMetrics(registry, cfg.MetricsNamespace)))
@@ -90,7 +97,10 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 	}
 	backendConns := make(map[int]*grpc.ClientConn) // by index in cfg.Backends, for loadSchema
 	for i, b := range cfg.Backends {
-		conn, err := dialBackend(b, tr.dialOptions()...)
+		conn, err := dialBackend(b, append(tr.dialOptions(), grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(int(cfg.ResponseMaxBytes)),
+			grpc.MaxCallSendMsgSize(int(cfg.ReadMaxBytes)),
+		))...)
 		if err != nil {
 			return err
 		}
@@ -114,11 +124,12 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 	}
 	opts = append(opts, bridge.WithFiles(files))
 	for name, mc := range cfg.Methods {
-		opts = append(opts, bridge.WithSSEOptions(name, bridge.SSEOptions{CursorField: mc.CursorField, ResumeField: mc.ResumeField}))
+		opts = append(opts, bridge.WithSSEOptions(name, bridge.SSEOptions{CursorField: mc.CursorField, ResumeField: mc.ResumeField, Shared: mc.Shared}))
 	}
 	if len(cfg.AllowOrigins) > 0 {
 		opts = append(opts, bridge.WithAllowedOrigins(cfg.AllowOrigins...))
 	}
+	opts = append(opts, bridge.WithCORSCredentials(cfg.CORSCredentials))
 
 	h, err := bridge.NewHandler(opts...)
 	if err != nil {

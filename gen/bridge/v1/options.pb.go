@@ -86,7 +86,18 @@ type SSEOptions struct {
 	// the browser's Last-Event-ID header when a stream is resumed, so that the
 	// backend continues after that event. Empty: Last-Event-ID is only
 	// forwarded as the `last-event-id` metadata entry.
-	ResumeField   string `protobuf:"bytes,2,opt,name=resume_field,json=resumeField,proto3" json:"resume_field,omitempty"`
+	ResumeField string `protobuf:"bytes,2,opt,name=resume_field,json=resumeField,proto3" json:"resume_field,omitempty"`
+	// Share one upstream call among the SSE streams that ask for the same
+	// thing: the same request (compared as its deterministic protobuf
+	// encoding) and the same forwarded metadata (the allow-listed request
+	// headers, except the per-request trace and request ids and the
+	// bridge's x-forwarded-* entries, which shared calls do not carry). Each
+	// message is encoded once and written to every subscriber; a subscriber
+	// that falls behind is dropped with a RESOURCE_EXHAUSTED error event
+	// rather than slowing the others. Only for server-streaming methods whose
+	// responses are the same for every caller that sends the same request
+	// and credentials (tickers, feeds). False: every stream has its own call.
+	Shared        bool `protobuf:"varint,3,opt,name=shared,proto3" json:"shared,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -135,6 +146,13 @@ func (x *SSEOptions) GetResumeField() string {
 	return ""
 }
 
+func (x *SSEOptions) GetShared() bool {
+	if x != nil {
+		return x.Shared
+	}
+	return false
+}
+
 var file_bridge_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 	{
 		ExtendedType:  (*descriptorpb.MethodOptions)(nil),
@@ -161,11 +179,12 @@ const file_bridge_v1_options_proto_rawDesc = "" +
 	"\n" +
 	"\x17bridge/v1/options.proto\x12\tbridge.v1\x1a google/protobuf/descriptor.proto\"8\n" +
 	"\rMethodOptions\x12'\n" +
-	"\x03sse\x18\x01 \x01(\v2\x15.bridge.v1.SSEOptionsR\x03sse\"R\n" +
+	"\x03sse\x18\x01 \x01(\v2\x15.bridge.v1.SSEOptionsR\x03sse\"j\n" +
 	"\n" +
 	"SSEOptions\x12!\n" +
 	"\fcursor_field\x18\x01 \x01(\tR\vcursorField\x12!\n" +
-	"\fresume_field\x18\x02 \x01(\tR\vresumeField:R\n" +
+	"\fresume_field\x18\x02 \x01(\tR\vresumeField\x12\x16\n" +
+	"\x06shared\x18\x03 \x01(\bR\x06shared:R\n" +
 	"\x06method\x12\x1e.google.protobuf.MethodOptions\x18\xf6\x94\x03 \x01(\v2\x18.bridge.v1.MethodOptionsR\x06methodB\x9b\x01\n" +
 	"\rcom.bridge.v1B\fOptionsProtoP\x01Z7github.com/grpcbridge/grpcbridge/gen/bridge/v1;bridgev1\xa2\x02\x03BXX\xaa\x02\tBridge.V1\xca\x02\tBridge\\V1\xe2\x02\x15Bridge\\V1\\GPBMetadata\xea\x02\n" +
 	"Bridge::V1b\x06proto3"

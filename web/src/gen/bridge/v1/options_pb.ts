@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bridge/v1/options.proto.
  */
 export const file_bridge_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("ChdicmlkZ2UvdjEvb3B0aW9ucy5wcm90bxIJYnJpZGdlLnYxIjMKDU1ldGhvZE9wdGlvbnMSIgoDc3NlGAEgASgLMhUuYnJpZGdlLnYxLlNTRU9wdGlvbnMiOAoKU1NFT3B0aW9ucxIUCgxjdXJzb3JfZmllbGQYASABKAkSFAoMcmVzdW1lX2ZpZWxkGAIgASgJOlIKBm1ldGhvZBIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGPaUAyABKAsyGC5icmlkZ2UudjEuTWV0aG9kT3B0aW9uc1IGbWV0aG9kQpsBCg1jb20uYnJpZGdlLnYxQgxPcHRpb25zUHJvdG9QAVo3Z2l0aHViLmNvbS9ncnBjYnJpZGdlL2dycGNicmlkZ2UvZ2VuL2JyaWRnZS92MTticmlkZ2V2MaICA0JYWKoCCUJyaWRnZS5WMcoCCUJyaWRnZVxWMeICFUJyaWRnZVxWMVxHUEJNZXRhZGF0YeoCCkJyaWRnZTo6VjFiBnByb3RvMw", [file_google_protobuf_descriptor]);
+  fileDesc("ChdicmlkZ2UvdjEvb3B0aW9ucy5wcm90bxIJYnJpZGdlLnYxIjMKDU1ldGhvZE9wdGlvbnMSIgoDc3NlGAEgASgLMhUuYnJpZGdlLnYxLlNTRU9wdGlvbnMiSAoKU1NFT3B0aW9ucxIUCgxjdXJzb3JfZmllbGQYASABKAkSFAoMcmVzdW1lX2ZpZWxkGAIgASgJEg4KBnNoYXJlZBgDIAEoCDpSCgZtZXRob2QSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxj2lAMgASgLMhguYnJpZGdlLnYxLk1ldGhvZE9wdGlvbnNSBm1ldGhvZEKbAQoNY29tLmJyaWRnZS52MUIMT3B0aW9uc1Byb3RvUAFaN2dpdGh1Yi5jb20vZ3JwY2JyaWRnZS9ncnBjYnJpZGdlL2dlbi9icmlkZ2UvdjE7YnJpZGdldjGiAgNCWFiqAglCcmlkZ2UuVjHKAglCcmlkZ2VcVjHiAhVCcmlkZ2VcVjFcR1BCTWV0YWRhdGHqAgpCcmlkZ2U6OlYxYgZwcm90bzM", [file_google_protobuf_descriptor]);
 
 /**
  * MethodOptions configure how the bridge serves one gRPC method to browsers.
@@ -66,6 +66,22 @@ export type SSEOptions = Message<"bridge.v1.SSEOptions"> & {
    * @generated from field: string resume_field = 2;
    */
   resumeField: string;
+
+  /**
+   * Share one upstream call among the SSE streams that ask for the same
+   * thing: the same request (compared as its deterministic protobuf
+   * encoding) and the same forwarded metadata (the allow-listed request
+   * headers, except the per-request trace and request ids and the
+   * bridge's x-forwarded-* entries, which shared calls do not carry). Each
+   * message is encoded once and written to every subscriber; a subscriber
+   * that falls behind is dropped with a RESOURCE_EXHAUSTED error event
+   * rather than slowing the others. Only for server-streaming methods whose
+   * responses are the same for every caller that sends the same request
+   * and credentials (tickers, feeds). False: every stream has its own call.
+   *
+   * @generated from field: bool shared = 3;
+   */
+  shared: boolean;
 };
 
 /**

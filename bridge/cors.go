@@ -1,0 +1,129 @@
+package bridge
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// CORS (Fetch standard, "CORS protocol") for the SSE transport: a page of
+// another origin reads an event stream (EventSource, or fetch for POST and
+// headers) only when the response names its origin.
+const (
+	headerACAllowOrigin      = "Access-Control-Allow-Origin"
+	headerACAllowCredentials = "Access-Control-Allow-Credentials"
+	headerACAllowHeaders     = "Access-Control-Allow-Headers"
+	headerACAllowMethods     = "Access-Control-Allow-Methods"
+	headerACMaxAge           = "Access-Control-Max-Age"
+	headerACRequestMethod    = "Access-Control-Request-Method"
+	headerACRequestHeaders   = "Access-Control-Request-Headers"
+	headerVary               = "Vary"
+
+	// corsMaxAgeSeconds lets a browser cache a preflight for ten minutes,
+	// Chromium's own upper bound (Firefox allows a day).
+	corsMaxAgeSeconds = 600
+)
+
+// corsOrigin returns the Origin of a cross-origin request that may read
+// the response, and whether it may send credentials. It returns "" for
+// requests without Origin (not from a browser), for same-origin requests
+// (which need no CORS headers) and for origins that are not on the
+// allow-list. Without an allow-list ([WithAllowedOrigins]) no cross-origin
+// page may read a stream. Credentials ([WithCORSCredentials]) are allowed
+// only to origins named on the list, never to those that "*" admits: "*"
+// with credentials would let any site read a user's streams.
+func (h *Handler) corsOrigin(r *http.Request) (origin string, credentials bool) {
+	origin = r.Header.Get(headerOrigin)
+	if origin == "" || len(h.cfg.allowedOrigins) == 0 || !h.originAllowed(origin, r.Host) {
+		return "", false
+	}
+	named := slices.ContainsFunc(h.cfg.allowedOrigins, func(o string) bool {
+		return o != "*" && strings.EqualFold(strings.TrimSuffix(o, "/"), origin)
+	})
+	return origin, named && h.cfg.corsCredentials
+}
+
+// setCORS adds the CORS response headers of an actual (not preflight)
+// request for an SSE method. A response that varies by Origin says so, so
+// that caches keep one copy per origin.
+func (h *Handler) setCORS(w http.ResponseWriter, r *http.Request) {
+	if len(h.cfg.allowedOrigins) == 0 {
+		return
+	}
+	hdr := w.Header()
+	hdr.Add(headerVary, "Origin")
+	origin, credentials := h.corsOrigin(r)
+	if origin == "" {
+		return
+	}
+	hdr.Set(headerACAllowOrigin, origin)
+	if credentials {
+		hdr.Set(headerACAllowCredentials, "true")
+	}
+}
+
+// servePreflight answers a CORS preflight (OPTIONS) for a method's path:
+// 204 with the methods and the request headers the bridge accepts for an
+// allowed origin, 403 with a JSON status for any other. An OPTIONS request
+// without Origin is not a preflight; it gets 204 and Allow.
+func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request, m *method) {
+	hdr := w.Header()
+	hdr.Set(headerAllow, "GET, POST, OPTIONS")
+	origin := r.Header.Get(headerOrigin)
+	if origin == "" {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	hdr.Add(headerVary, "Origin")
+	hdr.Add(headerVary, headerACRequestMethod)
+	hdr.Add(headerVary, headerACRequestHeaders)
+	allowed, credentials := h.corsOrigin(r)
+	if allowed == "" {
+		if len(h.cfg.allowedOrigins) == 0 && h.originAllowed(origin, r.Host) {
+			// Same origin: browsers do not preflight these, and no CORS
+			// header is needed.
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		h.writeError(w, http.StatusForbidden, status.Newf(codes.PermissionDenied,
+			"%s: origin %s may not call this bridge", m.name, quoteName(origin)))
+		return
+	}
+	hdr.Set(headerACAllowOrigin, allowed)
+	if credentials {
+		hdr.Set(headerACAllowCredentials, "true")
+	}
+	hdr.Set(headerACAllowMethods, "GET, POST")
+	if names := h.corsRequestHeaders(r.Header.Values(headerACRequestHeaders)); names != "" {
+		hdr.Set(headerACAllowHeaders, names)
+	}
+	hdr.Set(headerACMaxAge, strconv.Itoa(corsMaxAgeSeconds))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// corsRequestHeaders returns, of the headers a preflight asks for, those
+// the bridge reads: Content-Type, Last-Event-ID and the request headers on
+// the metadata allow-list (which may hold prefixes, so the list is matched
+// name by name rather than sent whole). Others are left out, and the
+// browser does not send the request.
+func (h *Handler) corsRequestHeaders(requested []string) string {
+	var names []string
+	for _, line := range requested {
+		for name := range strings.SplitSeq(line, ",") {
+			key := strings.ToLower(strings.TrimSpace(name))
+			switch {
+			case key == "":
+				continue
+			case key == "content-type", key == mdLastEventID, h.requestMD.allows(key):
+				if !slices.Contains(names, key) {
+					names = append(names, key)
+				}
+			}
+		}
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,583 @@
+package main
+
+// The load generators: this program re-executed with a subcommand, so that
+// clients never share a process (or a Go scheduler) with the servers they
+// measure. Each prints one JSON line with its result, or talks to the
+// harness line by line (load-idle, load-fanout).
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	demov1 "github.com/grpcbridge/grpcbridge/gen/demo/v1"
+)
+
+// streamResult is what load-stream reports.
+type streamResult struct {
+	Messages int64   `json:"messages"`
+	Bytes    int64   `json:"bytes"`
+	Seconds  float64 `json:"seconds"`
+	PerSec   float64 `json:"per_sec"`
+}
+
+// loadStream reads one EchoService/Stream as fast as it comes, over direct
+// gRPC, the bridge's SSE or grpc-gateway's NDJSON, and reports messages per
+// second over dur after a warm-up.
+func loadStream(args []string) error {
+	fs := flag.NewFlagSet("load-stream", flag.ContinueOnError)
+	target := fs.String("target", "sse", "direct, sse or gateway")
+	addr := fs.String("addr", "", "backend (direct), bridge (sse) or gateway address")
+	size := fs.Int("size", 60, "payload bytes per message")
+	dur := fs.Duration("dur", 3*time.Second, "measured time")
+	warm := fs.Duration("warm", 300*time.Millisecond, "unmeasured time first")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *warm+*dur+30*time.Second)
+	defer cancel()
+
+	m := &meter{warm: *warm, dur: *dur}
+	var err error
+	switch *target {
+	case "direct":
+		err = streamDirect(ctx, *addr, *size, m)
+	case "sse":
+		url := fmt.Sprintf("http://%s/demo.v1.EchoService/Stream?size=%d", *addr, *size)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		req.Header.Set("Accept", "text/event-stream")
+		var c sseCounter
+		err = streamHTTP(req, m, func(p []byte) int64 {
+			before := c.messages
+			c.Write(p)
+			return c.messages - before
+		})
+	case "gateway":
+		url := fmt.Sprintf("http://%s/demo.v1.EchoService/Stream", *addr)
+		body := fmt.Sprintf(`{"size":%d}`, *size)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		// grpc-gateway writes one JSON object per line: {"result":{...}}.
+		err = streamHTTP(req, m, func(p []byte) int64 { return int64(bytes.Count(p, []byte{'\n'})) })
+	default:
+		return fmt.Errorf("unknown target %q", *target)
+	}
+	if err != nil {
+		return err
+	}
+	return printJSON(m.result())
+}
+
+// meter counts messages after a warm-up, for a fixed time.
+type meter struct {
+	warm, dur  time.Duration
+	first      time.Time // the first message
+	start, end time.Time // the measured window
+	messages   int64
+	bytes      int64
+}
+
+// add records n messages in b bytes; it reports false when the measured
+// time is over.
+func (m *meter) add(n, b int64) bool {
+	now := time.Now()
+	if m.first.IsZero() {
+		m.first = now
+	}
+	if m.start.IsZero() {
+		if now.Sub(m.first) < m.warm {
+			return true
+		}
+		m.start = now
+		return true
+	}
+	m.messages += n
+	m.bytes += b
+	if now.Sub(m.start) >= m.dur {
+		m.end = now
+		return false
+	}
+	return true
+}
+
+func (m *meter) result() streamResult {
+	s := m.end.Sub(m.start).Seconds()
+	return streamResult{Messages: m.messages, Bytes: m.bytes, Seconds: s, PerSec: float64(m.messages) / s}
+}
+
+func streamDirect(ctx context.Context, addr string, size int, m *meter) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := demov1.NewEchoServiceClient(conn).Stream(ctx, &demov1.StreamRequest{Size: int32(size)})
+	if err != nil {
+		return err
+	}
+	var msg demov1.EchoResponse
+	for {
+		if err := stream.RecvMsg(&msg); err != nil {
+			return err
+		}
+		if !m.add(1, int64(proto.Size(&msg))) {
+			return nil
+		}
+	}
+}
+
+var streamClient = &http.Client{Transport: &http.Transport{DisableCompression: true, ReadBufferSize: 64 << 10}}
+
+func streamHTTP(req *http.Request, m *meter, count func([]byte) int64) error {
+	resp, err := streamClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("%s %s: %s: %s", req.Method, req.URL, resp.Status, b)
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 && !m.add(count(buf[:n]), int64(n)) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// wsResult is what load-ws reports.
+type wsResult struct {
+	RTT       latencySummary `json:"rtt"`
+	RTTPerSec float64        `json:"rtt_per_sec"`
+	Pipelined float64        `json:"pipelined_per_sec"`
+}
+
+// echoConn is one bidi echo call: over the bridge's WebSocket or direct
+// gRPC.
+type echoConn interface {
+	send(payload []byte) error
+	recv() error
+	close()
+}
+
+// loadWS measures sequential round trips and pipelined throughput of
+// EchoService/Echo.
+func loadWS(args []string) error {
+	fs := flag.NewFlagSet("load-ws", flag.ContinueOnError)
+	target := fs.String("target", "ws", "ws (the bridge) or direct (gRPC)")
+	addr := fs.String("addr", "", "bridge or backend address")
+	n := fs.Int("n", 2000, "measured round trips")
+	warm := fs.Int("warm", 200, "unmeasured round trips first")
+	size := fs.Int("size", 60, "payload bytes per message")
+	pipeDur := fs.Duration("pipeline", 2*time.Second, "time of the pipelined throughput run")
+	window := fs.Int("window", 64, "messages in flight in the pipelined run")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+*pipeDur)
+	defer cancel()
+	dial := func() (echoConn, error) {
+		if *target == "direct" {
+			return dialGRPCEcho(ctx, *addr)
+		}
+		return dialWSEcho(ctx, *addr)
+	}
+	payload := make([]byte, *size)
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	var rtts []time.Duration
+	for i := range *warm + *n {
+		start := time.Now()
+		if err := c.send(payload); err != nil {
+			return err
+		}
+		if err := c.recv(); err != nil {
+			return err
+		}
+		if i >= *warm {
+			rtts = append(rtts, time.Since(start))
+		}
+	}
+	c.close()
+	var total time.Duration
+	for _, d := range rtts {
+		total += d
+	}
+	res := wsResult{RTTPerSec: float64(len(rtts)) / total.Seconds()}
+	res.RTT = summarize(rtts)
+
+	// Pipelined: a writer keeps window messages in flight, the reader counts.
+	c, err = dial()
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	credits := make(chan struct{}, *window)
+	for range *window {
+		credits <- struct{}{}
+	}
+	stop := make(chan struct{})
+	werr := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				werr <- nil
+				return
+			case <-credits:
+			}
+			if err := c.send(payload); err != nil {
+				werr <- err
+				return
+			}
+		}
+	}()
+	var got int64
+	start := time.Now()
+	for time.Since(start) < *pipeDur {
+		if err := c.recv(); err != nil {
+			return err
+		}
+		got++
+		credits <- struct{}{}
+	}
+	res.Pipelined = float64(got) / time.Since(start).Seconds()
+	close(stop)
+	// The writer stops before the connection closes: one writer at a time.
+	if err := <-werr; err != nil {
+		return err
+	}
+	return printJSON(res)
+}
+
+type wsEcho struct{ c *websocket.Conn }
+
+func dialWSEcho(ctx context.Context, addr string) (*wsEcho, error) {
+	d := websocket.Dialer{Subprotocols: []string{"grpc-ws.v1"}, ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10}
+	c, _, err := d.DialContext(ctx, "ws://"+addr+"/demo.v1.EchoService/Echo", nil)
+	if err != nil {
+		return nil, err
+	}
+	return &wsEcho{c: c}, nil
+}
+
+func (w *wsEcho) send(payload []byte) error {
+	b, _ := proto.Marshal(&demov1.EchoRequest{Text: "x", Payload: payload})
+	return w.c.WriteMessage(websocket.BinaryMessage, b)
+}
+
+// recv reads up to the next binary frame: one response. Text frames
+// (headers) are control frames.
+func (w *wsEcho) recv() error {
+	for {
+		typ, b, err := w.c.ReadMessage()
+		if err != nil {
+			return err
+		}
+		if typ == websocket.BinaryMessage {
+			var resp demov1.EchoResponse
+			return proto.Unmarshal(b, &resp)
+		}
+		if bytes.Contains(b, []byte(`"status"`)) {
+			return fmt.Errorf("call ended: %s", b)
+		}
+	}
+}
+
+func (w *wsEcho) close() {
+	_ = w.c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	_ = w.c.Close()
+}
+
+type grpcEcho struct {
+	conn   *grpc.ClientConn
+	cancel context.CancelFunc
+	s      grpc.BidiStreamingClient[demov1.EchoRequest, demov1.EchoResponse]
+	resp   demov1.EchoResponse
+}
+
+func dialGRPCEcho(ctx context.Context, addr string) (*grpcEcho, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s, err := demov1.NewEchoServiceClient(conn).Echo(ctx)
+	if err != nil {
+		cancel()
+		conn.Close()
+		return nil, err
+	}
+	return &grpcEcho{conn: conn, cancel: cancel, s: s}, nil
+}
+
+func (g *grpcEcho) send(payload []byte) error {
+	return g.s.Send(&demov1.EchoRequest{Text: "x", Payload: payload})
+}
+func (g *grpcEcho) recv() error { return g.s.RecvMsg(&g.resp) }
+func (g *grpcEcho) close()      { g.cancel(); g.conn.Close() }
+
+// openSSE opens one event stream over a raw HTTP/1.1 connection and, with
+// firstMessage, reads up to its first message event. It returns the
+// connection and a reader of the body after what it read.
+func openSSE(ctx context.Context, addr, path string, bufSize int, firstMessage bool) (net.Conn, *bufio.Reader, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, addr); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(conn, bufSize)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		conn.Close()
+		return nil, nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
+	}
+	body := bufio.NewReaderSize(resp.Body, bufSize)
+	for firstMessage {
+		line, err := body.ReadSlice('\n')
+		if err != nil {
+			conn.Close()
+			return nil, nil, fmt.Errorf("before the first message: %w", err)
+		}
+		if bytes.HasPrefix(line, []byte("event: message")) {
+			firstMessage = false
+		}
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, body, nil
+}
+
+// openMany opens n streams with conc dialers, calling keep for each.
+func openMany(ctx context.Context, n, conc int, open func(ctx context.Context, i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, conc)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range conc {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) || ctx.Err() != nil {
+					return
+				}
+				if err := open(ctx, int(i)); err != nil {
+					errs <- fmt.Errorf("stream %d: %w", i, err)
+					cancel()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// loadIdle holds n idle event streams open until told to close them.
+// Protocol: it prints "open <seconds>" when all are open, then waits for a
+// line "close" (or the end of stdin), closes them and prints "closed".
+func loadIdle(args []string) error {
+	fs := flag.NewFlagSet("load-idle", flag.ContinueOnError)
+	addr := fs.String("addr", "", "bridge address")
+	path := fs.String("path", "", "URL path and query of the stream")
+	n := fs.Int("n", 10000, "streams")
+	conc := fs.Int("conc", 100, "streams being opened at once")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	conns := make([]net.Conn, *n)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	err := openMany(ctx, *n, *conc, func(ctx context.Context, i int) error {
+		c, _, err := openSSE(ctx, *addr, *path, 1024, true)
+		conns[i] = c
+		return err
+	})
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("open %.3f\n", time.Since(start).Seconds())
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() && sc.Text() != "close" {
+	}
+	for i, c := range conns {
+		c.Close()
+		conns[i] = nil
+	}
+	fmt.Println("closed")
+	return nil
+}
+
+// fanoutResult is what load-fanout reports.
+type fanoutResult struct {
+	Latency  latencySummary `json:"latency"`
+	Messages int64          `json:"messages"`
+	Dropped  int            `json:"dropped"` // streams that ended while measured
+}
+
+// loadFanout holds n event streams of a ticker open and measures each
+// tick's delivery latency: receive time minus the tick's time field.
+// Protocol: "open <seconds>" when all are open; on "start" it records, on
+// "stop" it prints "result <json>" and exits.
+func loadFanout(args []string) error {
+	fs := flag.NewFlagSet("load-fanout", flag.ContinueOnError)
+	addr := fs.String("addr", "", "bridge address")
+	path := fs.String("path", "", "URL path and query of the stream")
+	n := fs.Int("n", 10000, "subscribers")
+	conc := fs.Int("conc", 200, "streams being opened at once")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var (
+		recording atomic.Bool
+		mu        sync.Mutex
+		all       []time.Duration
+		dropped   int
+		readers   sync.WaitGroup
+	)
+	conns := make([]net.Conn, *n)
+	start := time.Now()
+	err := openMany(ctx, *n, *conc, func(ctx context.Context, i int) error {
+		// A subscriber joining a shared stream gets its first tick only
+		// at the next tick: the 200 is enough.
+		c, body, err := openSSE(ctx, *addr, *path, 4096, false)
+		if err != nil {
+			return err
+		}
+		conns[i] = c
+		readers.Go(func() {
+			var mine []time.Duration
+			inMessage := false
+			for {
+				line, err := body.ReadSlice('\n')
+				if err != nil {
+					break
+				}
+				now := time.Now()
+				switch {
+				case bytes.HasPrefix(line, []byte("event: ")):
+					inMessage = bytes.HasPrefix(line, []byte("event: message\n"))
+				case inMessage && bytes.HasPrefix(line, []byte("data: ")):
+					if t, ok := tickTime(line); ok && recording.Load() {
+						mine = append(mine, now.Sub(t))
+					}
+				}
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			if recording.Load() {
+				dropped++
+			}
+			mu.Unlock()
+		})
+		return nil
+	})
+	closeAll := func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+		readers.Wait()
+	}
+	if err != nil {
+		closeAll()
+		return err
+	}
+	fmt.Printf("open %.3f\n", time.Since(start).Seconds())
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		switch sc.Text() {
+		case "start":
+			recording.Store(true)
+			fmt.Println("started")
+		case "stop":
+			// Closing every connection ends the readers, which hand over
+			// their samples; a stream ending now is not a drop.
+			mu.Lock()
+			d := dropped
+			mu.Unlock()
+			recording.Store(false)
+			closeAll()
+			res := fanoutResult{Messages: int64(len(all)), Dropped: d}
+			res.Latency = summarize(all)
+			b, _ := json.Marshal(res)
+			fmt.Printf("result %s\n", b)
+			return nil
+		}
+	}
+	closeAll()
+	return errors.New("stdin ended before stop")
+}
+
+// tickTime finds the time field of a Tick's JSON.
+func tickTime(data []byte) (time.Time, bool) {
+	const key = `"time":"`
+	i := bytes.Index(data, []byte(key))
+	if i < 0 {
+		return time.Time{}, false
+	}
+	rest := data[i+len(key):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(rest[:j]))
+	return t, err == nil
+}
+
+func printJSON(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Printf("%s\n", b)
+	return err
+}

@@ -1,0 +1,283 @@
+// Command bench is grpcbridge's benchmark harness (make bench). It builds
+// the demo backend and the bridge, runs them, grpc-gateway's reverse proxy
+// and the load generators as separate processes on loopback, and prints,
+// for each scenario, the raw figures, their medians and their ratios:
+//
+//  1. one server stream of small messages as fast as the backend sends:
+//     direct gRPC, the bridge's SSE, grpc-gateway's NDJSON;
+//  2. WebSocket bidi echo through the bridge against direct gRPC bidi:
+//     round-trip latency and throughput;
+//  3. many idle SSE streams: the bridge's memory and goroutines per stream,
+//     and how fast both return when the clients leave;
+//  4. fan-out of one shared upstream stream to many SSE subscribers:
+//     delivery latency and CPU per delivered message.
+//
+// The machines are shared and noisy, so it reports ratios between runs
+// made side by side, never pass or fail. Usage:
+//
+//	bench [-quick] [-scenarios 1,2,3,4] [-profile dir]
+//
+// The subcommands gateway, load-stream, load-ws, load-idle and load-fanout
+// are the child processes it starts; they are not meant to be run by hand.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		sub := map[string]func([]string) error{
+			"gateway":     gatewayProxy,
+			"load-stream": loadStream,
+			"load-ws":     loadWS,
+			"load-idle":   loadIdle,
+			"load-fanout": loadFanout,
+		}[os.Args[1]]
+		if sub != nil {
+			if err := sub(os.Args[2:]); err != nil {
+				fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
+	if err := harnessMain(os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// config is the harness's settings.
+type config struct {
+	scenarios   []string
+	rounds      int           // scenario 1 and 2: interleaved rounds per target
+	streamDur   time.Duration // scenario 1: measured time of each run
+	rtts        int           // scenario 2: sequential round trips per run
+	pipeDur     time.Duration // scenario 2: pipelined run time
+	idle        int           // scenario 3: idle streams
+	subscribers int           // scenario 4
+	tick        time.Duration // scenario 4: ticker interval
+	fanoutDur   time.Duration // scenario 4: measured time
+	unshared    bool          // scenario 4: also measure without sharing
+	profileDir  string        // "": no profiles
+	keep        bool          // keep the work directory
+}
+
+func harnessMain(args []string) error {
+	c := config{}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	quick := fs.Bool("quick", false, "small counts and short runs: a smoke test of the harness (about a minute)")
+	scen := fs.String("scenarios", "1,2,3,4", "scenarios to run, comma-separated")
+	fs.IntVar(&c.rounds, "rounds", 5, "interleaved runs per target in scenarios 1 and 2")
+	fs.DurationVar(&c.streamDur, "dur", 3*time.Second, "measured time of each scenario 1 run")
+	fs.IntVar(&c.rtts, "rtts", 2000, "sequential round trips per scenario 2 run")
+	fs.DurationVar(&c.pipeDur, "pipeline", 2*time.Second, "time of each pipelined scenario 2 run")
+	fs.IntVar(&c.idle, "idle", 10000, "idle SSE streams in scenario 3")
+	fs.IntVar(&c.subscribers, "subscribers", 10000, "SSE subscribers in scenario 4")
+	fs.DurationVar(&c.tick, "tick", time.Second, "ticker interval in scenario 4 (200ms saturates 2 cores at 10,000 subscribers)")
+	fs.DurationVar(&c.fanoutDur, "fanout-dur", 10*time.Second, "measured time of scenario 4")
+	fs.BoolVar(&c.unshared, "unshared", true, "scenario 4: also measure the same load without sharing, for comparison")
+	fs.StringVar(&c.profileDir, "profile", ".tmp/bench", "save CPU, heap and goroutine profiles of the bridge (scenarios 1 and 3) in this `dir`; empty: none")
+	fs.BoolVar(&c.keep, "keep", false, "keep the work directory (binaries, process logs)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c.scenarios = strings.Split(*scen, ",")
+	if *quick {
+		c.rounds, c.streamDur, c.rtts, c.pipeDur = 2, time.Second, 500, 500*time.Millisecond
+		c.idle, c.subscribers, c.fanoutDur, c.unshared = 1000, 1000, 3*time.Second, false
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// The harness, the bridge and the load generators hold thousands of
+	// sockets each: every child gets the hard limit.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+
+	work, err := os.MkdirTemp("", "grpcbridge-bench-")
+	if err != nil {
+		return err
+	}
+	if c.keep {
+		fmt.Fprintf(os.Stderr, "work directory: %s\n", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
+	if c.profileDir != "" {
+		if err := os.MkdirAll(c.profileDir, 0o755); err != nil {
+			return err
+		}
+	}
+	started := time.Now()
+	fmt.Fprintln(os.Stderr, "building cmd/demo and cmd/bridge ...")
+	bins, err := build(ctx, work)
+	if err != nil {
+		return err
+	}
+	h := &harness{cfg: c, bins: bins, work: work, out: os.Stdout, started: started}
+	defer h.stopAll()
+	h.header(started)
+
+	for _, s := range []struct {
+		id  string
+		run func(context.Context) error
+	}{
+		{"1", h.scenarioStream},
+		{"2", h.scenarioEcho},
+		{"3", h.scenarioIdle},
+		{"4", h.scenarioFanout},
+	} {
+		if !slices.Contains(c.scenarios, s.id) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if err := s.run(ctx); err != nil {
+			h.printf("\nscenario %s failed: %v\n", s.id, err)
+			h.failed = true
+		}
+		h.stopAll()
+		h.progress("scenario %s took %v", s.id, time.Since(t0).Round(time.Second))
+	}
+	h.printf("\nTotal time: %v\n", time.Since(started).Round(time.Second))
+	if h.failed {
+		return fmt.Errorf("a scenario failed")
+	}
+	return nil
+}
+
+// harness runs the scenarios and prints the report.
+type harness struct {
+	cfg     config
+	bins    *binaries
+	work    string
+	out     io.Writer
+	procs   []*proc
+	failed  bool
+	started time.Time
+}
+
+func (h *harness) printf(format string, args ...any) { fmt.Fprintf(h.out, format, args...) }
+
+// progress tells on stderr where the harness is, with the time since it
+// started.
+func (h *harness) progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(h.started).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (h *harness) header(started time.Time) {
+	host, _ := os.Hostname()
+	mem := "?"
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if line, _, ok := strings.Cut(string(b), "\n"); ok {
+			mem = strings.Join(strings.Fields(line)[1:], " ")
+		}
+	}
+	cpu := "?"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	var lim syscall.Rlimit
+	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	h.printf("# grpcbridge benchmarks\n\n")
+	h.printf("- date: %s\n", started.UTC().Format(time.RFC3339))
+	h.printf("- machine: %s, %d CPUs (%s), MemTotal %s, RLIMIT_NOFILE %d\n", host, runtime.NumCPU(), cpu, mem, lim.Cur)
+	h.printf("- command: bench %s\n", strings.Join(os.Args[1:], " "))
+}
+
+func (h *harness) track(p *proc) *proc {
+	h.procs = append(h.procs, p)
+	return p
+}
+
+// stopAll stops every server the current scenario started.
+func (h *harness) stopAll() {
+	if len(h.procs) > 0 {
+		h.progress("stopping servers")
+	}
+	for _, p := range h.procs {
+		p.stop(5 * time.Second)
+	}
+	h.procs = nil
+}
+
+// startDemo starts the demo backend and returns its address.
+func (h *harness) startDemo() (string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", err
+	}
+	p, err := startProc(h.work, "demo", h.bins.demo, []string{"-addr", addr}, nil)
+	if err != nil {
+		return "", err
+	}
+	h.track(p)
+	return addr, p.waitReady(30*time.Second, tcpReady(addr))
+}
+
+// bridgeProc is a running bridge.
+type bridgeProc struct {
+	*proc
+	addr      string
+	pprofAddr string // "" without profiling
+}
+
+// startBridge starts the bridge in front of backend, exposing demo.v1.*,
+// with extra flags, and with pprof on a side port when profile is set.
+func (h *harness) startBridge(name, backend string, profile bool, extra ...string) (*bridgeProc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	b := &bridgeProc{addr: addr}
+	var env []string
+	if profile {
+		if b.pprofAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		env = append(env, "GRPCBRIDGE_BENCH_PPROF="+b.pprofAddr)
+	}
+	args := append([]string{"-addr", addr, "-backend", backend, "-expose", "demo.v1.*", "-log-level", "warn"}, extra...)
+	p, err := startProc(h.work, name, h.bins.bridge, args, env)
+	if err != nil {
+		return nil, err
+	}
+	b.proc = h.track(p)
+	return b, p.waitReady(30*time.Second, httpReady("http://"+addr+"/healthz"))
+}
+
+// startGateway starts grpc-gateway's proxy in front of backend.
+func (h *harness) startGateway(backend string) (string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", err
+	}
+	p, err := startProc(h.work, "gateway", h.bins.self, []string{"gateway", "-addr", addr, "-backend", backend}, nil)
+	if err != nil {
+		return "", err
+	}
+	h.track(p)
+	return addr, p.waitReady(30*time.Second, tcpReady(addr))
+}

@@ -1,0 +1,535 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const kib = 1 << 10
+
+// scenarioStream is scenario 1: one server stream of ~100-byte messages
+// (as JSON) as fast as the backend sends, over direct gRPC, the bridge's
+// SSE and grpc-gateway's NDJSON, in interleaved runs.
+func (h *harness) scenarioStream(ctx context.Context) error {
+	c := h.cfg
+	h.printf("\n## 1. One server stream, small messages, as fast as the backend sends\n\n")
+	backend, err := h.startDemo()
+	if err != nil {
+		return err
+	}
+	br, err := h.startBridge("bridge-stream", backend, c.profileDir != "")
+	if err != nil {
+		return err
+	}
+	gw, err := h.startGateway(backend)
+	if err != nil {
+		return err
+	}
+	targets := []struct {
+		name, addr string
+		server     *proc // whose CPU is charged to the messages; nil for direct
+	}{
+		{"direct", backend, nil},
+		{"sse", br.addr, br.proc},
+		{"gateway", gw, h.procs[len(h.procs)-1]},
+	}
+	h.printf("EchoService/Stream {size: 60, interval_ms: 0}: JSON `{\"payload\":\"<80 base64>\",\"seq\":\"N\"}` is ~100 bytes; "+
+		"%d interleaved runs of %v each (after a 300 ms warm-up) per target; one client process per run.\n\n", c.rounds, c.streamDur)
+	dur := c.streamDur.String()
+	for _, t := range targets { // warm-up: connections, JIT-free but caches and pools
+		var r streamResult
+		if err := h.bins.runLoad(ctx, &r, "load-stream", "-target", t.name, "-addr", t.addr, "-dur", "500ms"); err != nil {
+			return err
+		}
+	}
+	rates := make(map[string][]float64)
+	cpuPer := make(map[string][]float64) // server CPU µs per message
+	for i := range c.rounds {
+		h.progress("stream: round %d of %d", i+1, c.rounds)
+		for _, t := range targets {
+			var cpu0 time.Duration
+			if t.server != nil {
+				_, cpu0, _ = procStat(t.server.pid())
+			}
+			var r streamResult
+			if err := h.bins.runLoad(ctx, &r, "load-stream", "-target", t.name, "-addr", t.addr, "-dur", dur); err != nil {
+				return err
+			}
+			rates[t.name] = append(rates[t.name], r.PerSec)
+			if t.server != nil {
+				_, cpu1, _ := procStat(t.server.pid())
+				// The server's CPU over the whole run, warm-up included.
+				warmMsgs := r.PerSec * 0.3
+				cpuPer[t.name] = append(cpuPer[t.name], float64((cpu1-cpu0).Microseconds())/(float64(r.Messages)+warmMsgs))
+			}
+		}
+	}
+	h.printf("| target | msgs/s per run | median msgs/s | server CPU µs/msg (median) |\n|---|---|---|---|\n")
+	for _, t := range targets {
+		cpu := "-"
+		if t.server != nil {
+			cpu = fmt.Sprintf("%.2f", median(cpuPer[t.name]))
+		}
+		h.printf("| %s | %s | %.0f | %s |\n", t.name, joinf(rates[t.name], "%.0f"), median(rates[t.name]), cpu)
+	}
+	d, s, g := median(rates["direct"]), median(rates["sse"]), median(rates["gateway"])
+	h.printf("\n- bridge SSE / direct gRPC: **%.2fx** (target >= 0.6x)\n", ratio(s, d))
+	h.printf("- bridge SSE / grpc-gateway NDJSON: **%.2fx** (target >= 6x)\n", ratio(s, g))
+
+	if c.profileDir == "" {
+		return nil
+	}
+	// Profiles from a separate, unmeasured run.
+	cpuFile := filepath.Join(c.profileDir, "stream-cpu.pprof")
+	allocFile := filepath.Join(c.profileDir, "stream-allocs.pprof")
+	done := make(chan error, 1)
+	go func() {
+		var r streamResult
+		done <- h.bins.runLoad(ctx, &r, "load-stream", "-target", "sse", "-addr", br.addr, "-dur", "4s")
+	}()
+	time.Sleep(500 * time.Millisecond)
+	perr := fetch("http://"+br.pprofAddr+"/debug/pprof/profile?seconds=3", cpuFile, 30*time.Second)
+	if err := <-done; err != nil {
+		return err
+	}
+	if perr != nil {
+		return perr
+	}
+	if err := fetch("http://"+br.pprofAddr+"/debug/pprof/allocs", allocFile, 30*time.Second); err != nil {
+		return err
+	}
+	h.printf("\nBridge CPU profile of a 3 s SSE run (%s), top 25 by flat time:\n\n```\n%s```\n", cpuFile, pprofTop(ctx, cpuFile, 25))
+	h.printf("\nTop 25 by cumulative time:\n\n```\n%s```\n", pprofTop(ctx, cpuFile, 25, "-cum"))
+	h.printf("\nBridge allocations over the scenario (%s), top 15 by bytes:\n\n```\n%s```\n", allocFile,
+		pprofTop(ctx, allocFile, 15, "-sample_index=alloc_space"))
+	return nil
+}
+
+// scenarioEcho is scenario 2: sequential WebSocket echo round trips through
+// the bridge against direct gRPC bidi on the same backend, then pipelined
+// throughput.
+func (h *harness) scenarioEcho(ctx context.Context) error {
+	c := h.cfg
+	h.printf("\n## 2. Bidi echo: WebSocket through the bridge vs direct gRPC\n\n")
+	backend, err := h.startDemo()
+	if err != nil {
+		return err
+	}
+	br, err := h.startBridge("bridge-echo", backend, false)
+	if err != nil {
+		return err
+	}
+	h.printf("EchoService/Echo with a 60-byte payload: %d sequential round trips per run (after 200 unmeasured), "+
+		"then %v pipelined with 64 in flight; %d interleaved runs per target.\n\n", c.rtts, c.pipeDur, c.rounds)
+	targets := []struct{ name, addr string }{{"direct", backend}, {"ws", br.addr}}
+	res := make(map[string][]wsResult)
+	for range c.rounds {
+		for _, t := range targets {
+			var r wsResult
+			if err := h.bins.runLoad(ctx, &r, "load-ws", "-target", t.name, "-addr", t.addr,
+				"-n", strconv.Itoa(c.rtts), "-pipeline", c.pipeDur.String()); err != nil {
+				return err
+			}
+			res[t.name] = append(res[t.name], r)
+		}
+	}
+	pick := func(name string, f func(wsResult) float64) []float64 {
+		var xs []float64
+		for _, r := range res[name] {
+			xs = append(xs, f(r))
+		}
+		return xs
+	}
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	p50 := func(r wsResult) float64 { return us(r.RTT.P50) }
+	p99 := func(r wsResult) float64 { return us(r.RTT.P99) }
+	h.printf("| target | p50 µs per run | p99 µs per run | median p50 µs | median p99 µs | round trips/s (median) | pipelined msgs/s (median) |\n|---|---|---|---|---|---|---|\n")
+	for _, t := range targets {
+		h.printf("| %s | %s | %s | %.0f | %.0f | %.0f | %.0f |\n", t.name,
+			joinf(pick(t.name, p50), "%.0f"), joinf(pick(t.name, p99), "%.0f"),
+			median(pick(t.name, p50)), median(pick(t.name, p99)),
+			median(pick(t.name, func(r wsResult) float64 { return r.RTTPerSec })),
+			median(pick(t.name, func(r wsResult) float64 { return r.Pipelined })))
+	}
+	dp50, wp50 := median(pick("direct", p50)), median(pick("ws", p50))
+	h.printf("\n- WebSocket p50 overhead over direct: **%.0f µs** (target <= 60 µs); p99 overhead %.0f µs\n",
+		wp50-dp50, median(pick("ws", p99))-median(pick("direct", p99)))
+	h.printf("- pipelined throughput, WebSocket / direct: **%.2fx**\n",
+		ratio(median(pick("ws", func(r wsResult) float64 { return r.Pipelined })), median(pick("direct", func(r wsResult) float64 { return r.Pipelined }))))
+	return nil
+}
+
+// scenarioIdle is scenario 3: idle SSE streams held by a load generator in
+// its own process; the bridge's RSS and goroutines per stream, and their
+// return to the baseline after the clients leave.
+func (h *harness) scenarioIdle(ctx context.Context) error {
+	c := h.cfg
+	h.printf("\n## 3. %d concurrent idle SSE streams\n\n", c.idle)
+	backend, err := h.startDemo()
+	if err != nil {
+		return err
+	}
+	br, err := h.startBridge("bridge-idle", backend, c.profileDir != "")
+	if err != nil {
+		return err
+	}
+	// Warm up: the backend connection and the handler's pools, so the
+	// baseline is a bridge that has served.
+	if err := warmSSE(br.addr); err != nil {
+		return err
+	}
+	time.Sleep(time.Second)
+	g0, err := goroutines(br.addr)
+	if err != nil {
+		return err
+	}
+	rss0, _, err := procStat(br.pid())
+	if err != nil {
+		return err
+	}
+	// No shared config here: every stream is its own upstream call.
+	path := "/demo.v1.TickerService/Watch?symbol=IDLE&interval_ms=3600000"
+	h.printf("Each stream: `GET %s` over HTTP/1.1 (its own TCP connection); the first tick comes at once, then nothing but the 15 s heartbeat. "+
+		"The bridge's RSS is VmRSS from /proc, its goroutines go_goroutines from /metrics.\n\n", path)
+	h.progress("idle: opening %d streams", c.idle)
+	gen, err := h.bins.startSession("load-idle", "-addr", br.addr, "-path", path, "-n", strconv.Itoa(c.idle))
+	if err != nil {
+		return err
+	}
+	defer gen.close(10 * time.Second)
+	openSecs, err := gen.expect("open")
+	if err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second) // let the last streams settle
+	g1, err := goroutines(br.addr)
+	if err != nil {
+		return err
+	}
+	rss1, _, err := procStat(br.pid())
+	if err != nil {
+		return err
+	}
+	genRSS, _, _ := procStat(gen.pid())
+	n := float64(c.idle)
+	h.printf("| | goroutines | RSS |\n|---|---|---|\n")
+	h.printf("| baseline (after one warm-up stream) | %d | %.1f MiB |\n", g0, mib(rss0))
+	h.printf("| %d streams open (opened in %s s) | %d | %.1f MiB |\n", c.idle, openSecs, g1, mib(rss1))
+	h.printf("| **per stream** | **%.2f** (target <= 2) | **%.1f KiB** (target <= 16 KiB) |\n\n",
+		float64(g1-g0)/n, float64(rss1-rss0)/n/kib)
+	h.printf("(The load generator held %.1f MiB RSS for its %d connections.)\n", mib(genRSS), c.idle)
+
+	var heapFile, goroutineFile string
+	if c.profileDir != "" {
+		heapFile = filepath.Join(c.profileDir, "idle-heap.pprof")
+		goroutineFile = filepath.Join(c.profileDir, "idle-goroutines.txt")
+		if err := fetch("http://"+br.pprofAddr+"/debug/pprof/heap", heapFile, 30*time.Second); err != nil {
+			return err
+		}
+		if err := fetch("http://"+br.pprofAddr+"/debug/pprof/goroutine?debug=1", goroutineFile, 30*time.Second); err != nil {
+			return err
+		}
+	}
+
+	// The clients leave.
+	if err := gen.send("close"); err != nil {
+		return err
+	}
+	if _, err := gen.expect("closed"); err != nil {
+		return err
+	}
+	left := time.Now()
+	h.progress("idle: clients left; sampling")
+	var gAt1s = -1
+	var gBack time.Duration = -1
+	var gSeries []string
+	for t := time.Duration(0); t <= 5*time.Second; t += 100 * time.Millisecond {
+		time.Sleep(time.Until(left.Add(t)))
+		g, err := goroutines(br.addr)
+		if err != nil {
+			return err
+		}
+		if t <= time.Second {
+			gSeries = append(gSeries, strconv.Itoa(g))
+			gAt1s = g
+		}
+		if g <= g0 && gBack < 0 {
+			gBack = time.Since(left)
+		}
+		if t >= time.Second && gBack >= 0 {
+			break
+		}
+	}
+	var rssBack time.Duration = -1
+	var rssSeries []string
+	var rssLast int64
+	for t := time.Second; t <= 30*time.Second; t += time.Second {
+		time.Sleep(time.Until(left.Add(t)))
+		rss, _, err := procStat(br.pid())
+		if err != nil {
+			return err
+		}
+		rssLast = rss
+		rssSeries = append(rssSeries, fmt.Sprintf("%.0f", mib(rss)))
+		if rss <= 2*rss0 {
+			rssBack = time.Since(left)
+			break
+		}
+	}
+	h.printf("\nAfter the clients leave:\n\n")
+	h.printf("- goroutines every 100 ms for 1 s: %s (baseline %d); at 1 s: %d; back at or below the baseline: %s (target: within 1 s)\n",
+		strings.Join(gSeries, " "), g0, gAt1s, durOrNever(gBack, "not within 5 s"))
+	h.printf("- RSS every 1 s (MiB): %s (baseline %.1f MiB, 2x = %.1f MiB); last %.1f MiB; within 2x baseline: %s (target: within 30 s)\n",
+		strings.Join(rssSeries, " "), mib(rss0), 2*mib(rss0), mib(rssLast), durOrNever(rssBack, "not within 30 s"))
+
+	if heapFile != "" {
+		h.printf("\nBridge heap at %d streams (%s), top 20 by in-use bytes:\n\n```\n%s```\n", c.idle, heapFile,
+			pprofTop(ctx, heapFile, 20, "-sample_index=inuse_space"))
+		h.printf("\nBridge goroutines at %d streams, by where they wait (%s):\n\n```\n%s```\n", c.idle, goroutineFile, topGoroutines(goroutineFile, 10))
+	}
+	return nil
+}
+
+// scenarioFanout is scenario 4: one upstream ticker shared by many SSE
+// subscribers, through the bridge's shared-stream option.
+func (h *harness) scenarioFanout(ctx context.Context) error {
+	c := h.cfg
+	h.printf("\n## 4. Fan-out: one upstream stream to %d SSE subscribers\n\n", c.subscribers)
+	path := fmt.Sprintf("/demo.v1.TickerService/Watch?symbol=FAN&interval_ms=%d", c.tick.Milliseconds())
+	h.printf("Every subscriber: `GET %s` (the same request), over its own HTTP/1.1 connection, from one load-generator process. "+
+		"Latency: the subscriber's receive time minus the tick's `time` field (set by the backend; same machine, same clock). "+
+		"CPU: the bridge's utime+stime over the measured %v divided by the ticks delivered in it.\n\n", path, c.fanoutDur)
+	conf := filepath.Join(h.work, "shared.yaml")
+	if err := os.WriteFile(conf, []byte("methods:\n  \"demo.v1.TickerService/Watch\": {shared: true}\n"), 0o644); err != nil {
+		return err
+	}
+	shared, err := h.fanout(ctx, path, c.profileDir != "", "-config", conf)
+	var skip *configRejected
+	if errors.As(err, &skip) {
+		h.printf("**skipped: shared streams not available** (the bridge rejected `methods: {\"demo.v1.TickerService/Watch\": {shared: true}}`: %s)\n", skip.msg)
+	} else if err != nil {
+		return err
+	}
+	var unshared *fanoutFigures
+	if c.unshared {
+		h.stopAll()
+		if unshared, err = h.fanout(ctx, path, false); err != nil {
+			return err
+		}
+	}
+	if shared == nil && unshared == nil {
+		return nil
+	}
+	h.printf("| | p50 | p99 | max | ticks delivered | delivered/s | bridge CPU µs per delivered tick | load generator CPU µs per tick | bridge goroutines | bridge RSS | streams dropped |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, row := range []struct {
+		name string
+		f    *fanoutFigures
+	}{{"shared: true", shared}, {"unshared (one upstream call each), for comparison", unshared}} {
+		if row.f == nil {
+			continue
+		}
+		f := row.f
+		h.printf("| %s | %v | %v | %v | %d | %.0f | %.2f | %.2f | %d | %.0f MiB | %d |\n", row.name,
+			f.res.Latency.P50.Round(10*time.Microsecond), f.res.Latency.P99.Round(10*time.Microsecond), f.res.Latency.Max.Round(10*time.Microsecond),
+			f.res.Messages, float64(f.res.Messages)/f.secs, f.cpuPerMsg, f.genCPU, f.goroutines, mib(f.rss), f.res.Dropped)
+	}
+	if shared != nil {
+		h.printf("\n- shared fan-out p99: **%v** (target <= 50 ms)\n", shared.res.Latency.P99.Round(10*time.Microsecond))
+		if shared.profile != "" {
+			h.printf("\nBridge CPU profile of the shared fan-out (%s), top 25 by flat time:\n\n```\n%s```\n", shared.profile, pprofTop(ctx, shared.profile, 25))
+			h.printf("\nTop 25 by cumulative time:\n\n```\n%s```\n", pprofTop(ctx, shared.profile, 25, "-cum"))
+		}
+	}
+	return nil
+}
+
+// configRejected tells that the bridge refused the shared-stream config.
+type configRejected struct{ msg string }
+
+func (e *configRejected) Error() string { return "config rejected: " + e.msg }
+
+type fanoutFigures struct {
+	res        fanoutResult
+	secs       float64
+	cpuPerMsg  float64 // µs
+	genCPU     float64 // the load generator's µs per delivered tick
+	profile    string  // CPU profile of the bridge, or ""
+	goroutines int
+	rss        int64
+}
+
+func (h *harness) fanout(ctx context.Context, path string, profile bool, extra ...string) (*fanoutFigures, error) {
+	c := h.cfg
+	backend, err := h.startDemo()
+	if err != nil {
+		return nil, err
+	}
+	br, err := h.startBridge("bridge-fanout", backend, profile, extra...)
+	if errors.Is(err, errExited) && br != nil && br.proc != nil {
+		log, _ := os.ReadFile(br.logf)
+		if strings.Contains(string(log), "shared") {
+			return nil, &configRejected{msg: strings.TrimSpace(lastLine(string(log)))}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	h.progress("fan-out %v: opening %d subscribers", extra, c.subscribers)
+	gen, err := h.bins.startSession("load-fanout", "-addr", br.addr, "-path", path, "-n", strconv.Itoa(c.subscribers))
+	if err != nil {
+		return nil, err
+	}
+	defer gen.close(10 * time.Second)
+	if _, err := gen.expect("open"); err != nil {
+		return nil, err
+	}
+	h.progress("fan-out: open; measuring")
+	time.Sleep(time.Second)
+	f := &fanoutFigures{}
+	if f.goroutines, err = goroutines(br.addr); err != nil {
+		return nil, err
+	}
+	_, cpu0, err := procStat(br.pid())
+	if err != nil {
+		return nil, err
+	}
+	_, gcpu0, _ := procStat(gen.pid())
+	start := time.Now()
+	if err := gen.send("start"); err != nil {
+		return nil, err
+	}
+	if _, err := gen.expect("started"); err != nil {
+		return nil, err
+	}
+	profiled := make(chan error, 1)
+	if profile {
+		// Over most of the measured time; 100 Hz sampling costs little.
+		f.profile = filepath.Join(c.profileDir, "fanout-cpu.pprof")
+		secs := max(1, int(c.fanoutDur.Seconds())-2)
+		go func() {
+			profiled <- fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", br.pprofAddr, secs), f.profile, c.fanoutDur+30*time.Second)
+		}()
+	} else {
+		profiled <- nil
+	}
+	select {
+	case <-time.After(c.fanoutDur):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err := gen.send("stop"); err != nil {
+		return nil, err
+	}
+	f.secs = time.Since(start).Seconds()
+	var cpu1 time.Duration
+	f.rss, cpu1, _ = procStat(br.pid())
+	_, gcpu1, _ := procStat(gen.pid())
+	line, err := gen.expect("result")
+	if err != nil {
+		return nil, err
+	}
+	h.progress("fan-out: measured")
+	if err := <-profiled; err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(line), &f.res); err != nil {
+		return nil, err
+	}
+	if f.res.Messages > 0 {
+		f.cpuPerMsg = float64((cpu1 - cpu0).Microseconds()) / float64(f.res.Messages)
+		f.genCPU = float64((gcpu1 - gcpu0).Microseconds()) / float64(f.res.Messages)
+	}
+	return f, nil
+}
+
+// warmSSE runs one short stream through the bridge.
+func warmSSE(addr string) error {
+	resp, err := opsClient.Get("http://" + addr + "/demo.v1.TickerService/Watch?symbol=WARM&limit=2&interval_ms=1")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var cnt sseCounter
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		cnt.Write(append(sc.Bytes(), '\n'))
+	}
+	if resp.StatusCode != http.StatusOK || cnt.messages != 2 {
+		return fmt.Errorf("warm-up stream: %s, %d messages", resp.Status, cnt.messages)
+	}
+	return nil
+}
+
+// topGoroutines summarizes a debug=1 goroutine profile: the largest groups
+// with their count and the first frames outside the runtime.
+func topGoroutines(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for block := range strings.SplitSeq(string(b), "\n\n") {
+		lines := strings.Split(strings.TrimSpace(block), "\n")
+		if strings.HasPrefix(lines[0], "goroutine profile:") {
+			lines = lines[1:]
+		}
+		if len(lines) == 0 {
+			continue
+		}
+		count, _, ok := strings.Cut(lines[0], " @ ")
+		if !ok {
+			continue
+		}
+		var frames []string
+		for _, l := range lines[1:] {
+			f := strings.Fields(l)
+			if len(f) < 3 || f[0] != "#" {
+				continue
+			}
+			fn, _, _ := strings.Cut(f[2], "+0x")
+			if strings.HasPrefix(fn, "runtime.") || strings.HasPrefix(fn, "internal/poll.") || strings.HasPrefix(fn, "sync.") {
+				continue
+			}
+			frames = append(frames, fn)
+			if len(frames) == 3 {
+				break
+			}
+		}
+		out = append(out, fmt.Sprintf("%6s  %s", count, strings.Join(frames, " <- ")))
+		if len(out) == n {
+			break
+		}
+	}
+	return strings.Join(out, "\n") + "\n"
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func joinf(xs []float64, format string) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(s, ", ")
+}
+
+func durOrNever(d time.Duration, never string) string {
+	if d < 0 {
+		return never
+	}
+	return "after " + d.Round(10*time.Millisecond).String()
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
