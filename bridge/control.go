@@ -11,14 +11,12 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Keys of the JSON control objects of the grpc-ws.v1 protocol, carried in
-// WebSocket text frames. See docs/protocol.md.
+// Keys of the client's JSON control objects of the grpc-ws.v1 protocol,
+// carried in WebSocket text frames (the server's are the struct tags of
+// its frames below). See docs/protocol.md.
 const (
 	controlKeyMetadata = "metadata" // client: request metadata, first frame only
 	controlKeyEnd      = "end"      // client: half-close
-	controlKeyHeaders  = "headers"  // server: response headers, before the first message
-	controlKeyStatus   = "status"   // server: final status, last frame before the close
-	controlKeyTrailers = "trailers" // server: response trailers, beside the status
 )
 
 // maxQuotedBytes bounds how much of a name taken from a client's frame is

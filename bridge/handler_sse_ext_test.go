@@ -1,6 +1,7 @@
 package bridge_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -669,5 +670,30 @@ func TestSSEQuietStreamSurvivesWriteTimeoutOverHTTP2(t *testing.T) {
 				pings++
 			}
 		}
+	}
+}
+
+func TestSSESlowRequestBodyTimesOut(t *testing.T) {
+	t.Parallel()
+	env := newSSEEnv(t, bridge.WithWriteTimeout(200*time.Millisecond))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(env.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A body announced as 100 bytes of which 10 ever arrive.
+	req := "POST /demo.v1.TickerService/Watch HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"symbol\":"
+	if _, err := conn.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	defer resp.Body.Close()
+	st := errorBody(t, resp, http.StatusBadRequest)
+	if st.Code != codes.InvalidArgument || !strings.Contains(st.Message, "read request body") {
+		t.Fatalf("status %+v", st)
 	}
 }

@@ -124,6 +124,10 @@ func callEnd(st *status.Status, trailers metadata.MD) wsEnd {
 	return wsEnd{st: st, trailers: trailers, closeCode: wsCloseCode(st.Code())}
 }
 
+// goingAway is the ending when the bridge shuts down: the client should
+// reconnect, to another replica.
+var goingAway = wsEnd{st: status.New(codes.Unavailable, "the bridge is shutting down"), closeCode: websocket.CloseGoingAway}
+
 // violation is the ending for a frame that breaks the protocol.
 func violation(err error) wsEnd {
 	return wsEnd{st: status.New(codes.InvalidArgument, err.Error()), closeCode: websocket.ClosePolicyViolation}
@@ -633,12 +637,12 @@ func (s *wsSession) write() {
 			default:
 				s.end(callEnd(status.Newf(codes.Unavailable, "client did not answer a ping within %v", s.h.cfg.pongTimeout), nil))
 			}
-		case <-shutdown:
-			s.end(wsEnd{st: status.New(codes.Unavailable, "the bridge is shutting down"), closeCode: websocket.CloseGoingAway})
 		case <-expired:
 			s.end(callEnd(status.Newf(codes.Unavailable, "the stream reached its maximum duration of %v", s.h.cfg.maxStreamDuration), nil))
+		case <-shutdown:
+			s.end(goingAway)
 		case <-s.h.streams.draining:
-			s.end(wsEnd{st: status.New(codes.Unavailable, "the bridge is shutting down"), closeCode: websocket.CloseGoingAway})
+			s.end(goingAway)
 		case <-s.ended:
 		}
 	}

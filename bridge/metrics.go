@@ -17,9 +17,11 @@ const (
 // Implementations must be safe for concurrent use and cheap: the observer's
 // message methods run once per message.
 type Metrics interface {
-	// StreamStarted is called when a stream's upstream call is about to
-	// open; resumed tells whether an SSE request carried Last-Event-ID. It
-	// returns the observer of that one stream.
+	// StreamStarted is called when a stream is admitted: an SSE request
+	// that passed validation, an upgraded WebSocket (whose call opens with
+	// its first frame), a native gRPC call. resumed tells whether an SSE
+	// request carried Last-Event-ID. It returns the observer of that one
+	// stream.
 	StreamStarted(method, transport string, resumed bool) StreamObserver
 }
 

@@ -195,7 +195,8 @@ func WithWriteTimeout(d time.Duration) Option {
 }
 
 // WithReadMaxBytes bounds the size of a request message from a browser (a
-// JSON body, or a WebSocket message). Defaults to 4 MiB, as gRPC's receive limit; zero means the
+// JSON body, or a WebSocket message), and of native gRPC messages in both
+// directions. Defaults to 4 MiB, as gRPC's receive limit; zero means the
 // default.
 func WithReadMaxBytes(n int64) Option {
 	return optionFunc(func(c *config) { c.readMaxBytes = n })
