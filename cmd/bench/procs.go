@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -249,20 +250,36 @@ func procStat(pid int) (rss int64, cpu time.Duration, err error) {
 
 // goroutines scrapes go_goroutines from the bridge's /metrics.
 func goroutines(addr string) (int, error) {
+	m, err := scrape(addr, "go_goroutines")
+	return int(m["go_goroutines"]), err
+}
+
+// scrape reads the named unlabelled metrics from the bridge's /metrics.
+func scrape(addr string, names ...string) (map[string]float64, error) {
 	resp, err := opsClient.Get("http://" + addr + "/metrics")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
+	m := make(map[string]float64, len(names))
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if ok && slices.Contains(names, name) {
 			f, err := strconv.ParseFloat(v, 64)
-			return int(f), err
+			if err != nil {
+				return nil, fmt.Errorf("/metrics %s: %w", name, err)
+			}
+			m[name] = f
 		}
 	}
-	return 0, errors.New("no go_goroutines in /metrics")
+	for _, n := range names {
+		if _, ok := m[n]; !ok {
+			return nil, fmt.Errorf("no %s in /metrics", n)
+		}
+	}
+	return m, sc.Err()
 }
 
 // fetch saves url to path.

@@ -192,6 +192,10 @@ func (h *harness) scenarioIdle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	memAtBaseline, err := scrape(br.addr, "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes")
+	if err != nil {
+		return err
+	}
 	rss0, _, err := procStat(br.pid())
 	if err != nil {
 		return err
@@ -220,12 +224,20 @@ func (h *harness) scenarioIdle(ctx context.Context) error {
 		return err
 	}
 	genRSS, _, _ := procStat(gen.pid())
+	// Where the memory is: goroutine stacks or heap objects.
+	const stack, heap = "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes"
+	mem0, mem1 := memAtBaseline, map[string]float64(nil)
+	if mem1, err = scrape(br.addr, stack, heap); err != nil {
+		return err
+	}
 	n := float64(c.idle)
 	h.printf("| | goroutines | RSS |\n|---|---|---|\n")
 	h.printf("| baseline (after one warm-up stream) | %d | %.1f MiB |\n", g0, mib(rss0))
 	h.printf("| %d streams open (opened in %s s) | %d | %.1f MiB |\n", c.idle, openSecs, g1, mib(rss1))
 	h.printf("| **per stream** | **%.2f** (target <= 2) | **%.1f KiB** (target <= 16 KiB) |\n\n",
 		float64(g1-g0)/n, float64(rss1-rss0)/n/kib)
+	h.printf("Of the RSS per stream: goroutine stacks %.1f KiB (go_memstats_stack_inuse_bytes), heap objects %.1f KiB (go_memstats_heap_inuse_bytes).\n",
+		(mem1[stack]-mem0[stack])/n/kib, (mem1[heap]-mem0[heap])/n/kib)
 	h.printf("(The load generator held %.1f MiB RSS for its %d connections.)\n", mib(genRSS), c.idle)
 
 	var heapFile, goroutineFile string
