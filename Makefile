@@ -38,14 +38,22 @@ slowtest: ## Run the tests without the race detector, verbose
 	go test -count=1 -v ./...
 
 .PHONY: fuzz
-fuzz: ## Fuzz every decoder of untrusted input for $(FUZZTIME) each
-	@for target in $$(grep -ho 'func Fuzz[A-Za-z]*' bridge/*_test.go | cut -d' ' -f2); do \
-		echo "fuzz $$target"; \
-		go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./bridge; \
+fuzz: ## Fuzz every decoder of untrusted input (every Fuzz target of every package) for $(FUZZTIME) each
+	@for file in $$(grep -rl --include='*_test.go' --exclude-dir=node_modules --exclude-dir=.tmp '^func Fuzz' .); do \
+		pkg=$$(dirname $$file); \
+		for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$file | cut -d' ' -f2); do \
+			echo "fuzz $$pkg $$target"; \
+			go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
 	done
 
+SOAK ?= 60s
+.PHONY: soak
+soak: ## Soak a bridge process with 5,000 SSE and 1,000 WebSocket clients for $(SOAK) (make test runs a short one)
+	SOAK_REPORT=$${SOAK_REPORT:-} go test ./reliability -run '^TestSoak$$' -soak=$(SOAK) -count=1 -v -timeout 30m
+
 .PHONY: bench
-bench: ## Benchmark the bridge against direct gRPC and grpc-gateway, idle streams and fan-out (about 6 minutes; docs/benchmarks.md)
+bench: ## Benchmark the bridge against direct gRPC and grpc-gateway, idle streams and fan-out (about 4 minutes; docs/benchmarks.md)
 	@mkdir -p .tmp/bench
 	go build -o .tmp/bin/bench ./cmd/bench
 	.tmp/bin/bench -profile .tmp/bench | tee .tmp/bench/report.md

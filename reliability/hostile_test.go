@@ -297,7 +297,7 @@ type wsFrame struct {
 	data []byte
 }
 
-func text(s string) wsFrame  { return wsFrame{websocket.TextMessage, []byte(s)} }
+func text(s string) wsFrame   { return wsFrame{websocket.TextMessage, []byte(s)} }
 func binary(b []byte) wsFrame { return wsFrame{websocket.BinaryMessage, b} }
 
 func mustMarshal(m proto.Message) []byte {
