@@ -141,3 +141,11 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// ActiveStreams returns the number of streams (SSE, WebSocket and native
+// gRPC calls) open now.
+func (h *Handler) ActiveStreams() int {
+	h.streams.mu.Lock()
+	defer h.streams.mu.Unlock()
+	return h.streams.live
+}

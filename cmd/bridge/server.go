@@ -137,6 +137,16 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 	}
 	stopSchemaWatch := startSchemaWatch(ctx, cfg, h, backendConns, log)
 	defer stopSchemaWatch()
+	reclaimCtx, stopReclaim := context.WithCancel(ctx)
+	reclaimDone := make(chan struct{})
+	go func() {
+		defer close(reclaimDone)
+		reclaimMemory(reclaimCtx, h.ActiveStreams)
+	}()
+	defer func() {
+		stopReclaim()
+		<-reclaimDone
+	}()
 	srv := &http.Server{
 		Addr:              cfg.Addr,
 		Handler:           opsRoutes(tr.wrapHTTP(routes(h, cfg.Demo)), ready, registry),
