@@ -48,6 +48,9 @@ func reclaimMemory(ctx context.Context, active func() int) {
 			return
 		case <-t.C:
 			if r.observe(active()) {
+				// Twice: sync.Pool keeps its objects through one GC (the
+				// victim cache), and the servers' pooled buffers are many.
+				debug.FreeOSMemory()
 				debug.FreeOSMemory()
 			}
 		}
