@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/dynamicpb"
@@ -71,4 +72,16 @@ func (t *typeResolver) FindExtensionByNumber(message protoreflect.FullName, fiel
 		return protoregistry.GlobalTypes.FindExtensionByNumber(message, field)
 	}
 	return xt, err
+}
+
+// explainDecodeError returns the error of decoding data as a message of d
+// in the words of the dynamic decoder, which names the field at fault
+// ("field demo.v1.EchoRequest.text contains invalid UTF-8"), where a
+// generated type's fast path only says "string field contains invalid
+// UTF-8". It runs on the error path only.
+func explainDecodeError(d protoreflect.MessageDescriptor, data []byte, err error) error {
+	if derr := proto.Unmarshal(data, dynamicpb.NewMessage(d)); derr != nil {
+		return derr
+	}
+	return err
 }

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/dynamicpb"
 )
 
 // sseFlushBytes bounds the events that the writer batches before it
@@ -131,7 +130,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 // last-event-id metadata entry, sets the method's resume field from it, and
 // returns the sequence number of the first event when the method has no
 // cursor field (the per-stream sequence continues after the last id).
-func (h *Handler) resume(r *http.Request, m *method, req *dynamicpb.Message, md metadata.MD) (uint64, *requestError) {
+func (h *Handler) resume(r *http.Request, m *method, req proto.Message, md metadata.MD) (uint64, *requestError) {
 	last := r.Header.Get(headerLastEventID)
 	if last == "" {
 		return 1, nil
@@ -172,7 +171,7 @@ type sseStream struct {
 // run opens the call, relays it until it ends, and returns its final
 // status. ctx carries the call (metadata, deadline); clientCtx ends when the
 // browser leaves.
-func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req *dynamicpb.Message, nextSeq uint64) *status.Status {
+func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req proto.Message, nextSeq uint64) *status.Status {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	items := make(chan sseItem, defaultSSEQueueLen)
@@ -373,7 +372,7 @@ func (s *sseStream) writeFailed(err error) *status.Status {
 // It also opens the call and sends the request, so that the handler
 // goroutine keeps its heartbeat, drain and limits going while a backend is
 // slow to accept the call.
-func (h *Handler) receiveSSE(ctx context.Context, m *method, req *dynamicpb.Message, nextSeq uint64, out chan<- sseItem, stop <-chan struct{}) {
+func (h *Handler) receiveSSE(ctx context.Context, m *method, req proto.Message, nextSeq uint64, out chan<- sseItem, stop <-chan struct{}) {
 	send := func(it sseItem) bool {
 		select {
 		case out <- it:
@@ -404,7 +403,7 @@ func (h *Handler) receiveSSE(ctx context.Context, m *method, req *dynamicpb.Mess
 	}
 	// One message is reused for every response: it is fully encoded before
 	// the next RecvMsg overwrites it.
-	msg := dynamicpb.NewMessage(m.desc.Output())
+	msg := m.output.New().Interface()
 	for {
 		if err := stream.RecvMsg(msg); err != nil {
 			st := status.New(codes.OK, "")
@@ -433,8 +432,8 @@ func (h *Handler) receiveSSE(ctx context.Context, m *method, req *dynamicpb.Mess
 // cursorID formats the cursor field of a response as an event id. A value
 // that cannot be an id (a string with a line break) gives no id, so the
 // browser keeps the previous one rather than a corrupted stream.
-func cursorID(msg *dynamicpb.Message, fd protoreflect.FieldDescriptor) string {
-	v := msg.Get(fd)
+func cursorID(msg proto.Message, fd protoreflect.FieldDescriptor) string {
+	v := msg.ProtoReflect().Get(fd)
 	var id string
 	switch fd.Kind() {
 	case protoreflect.StringKind:

@@ -20,7 +20,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/dynamicpb"
 )
 
 // Handshake headers the WebSocket transport reads or writes itself.
@@ -360,9 +359,9 @@ func (s *wsSession) onMessage(data []byte) error {
 	case s.halfClosed:
 		return fmt.Errorf("%s is not client-streaming: it takes exactly one request message", s.m.name)
 	}
-	msg := dynamicpb.NewMessage(s.m.desc.Input())
+	msg := s.m.input.New().Interface()
 	if err := proto.Unmarshal(data, msg); err != nil {
-		return fmt.Errorf("binary frame is not a %s: %v", s.m.desc.Input().FullName(), err)
+		return fmt.Errorf("binary frame is not a %s: %v", s.m.desc.Input().FullName(), explainDecodeError(s.m.desc.Input(), data, err))
 	}
 	if s.stream == nil && !s.open() {
 		return nil
@@ -473,7 +472,7 @@ func (s *wsSession) open() bool {
 // send sends one request message. It blocks while the backend does not
 // take it (gRPC flow control), which holds up reading the socket and so,
 // through TCP, the browser. It reports false when the call has ended.
-func (s *wsSession) send(msg *dynamicpb.Message) bool {
+func (s *wsSession) send(msg proto.Message) bool {
 	s.sending.Store(true)
 	err := s.stream.SendMsg(msg)
 	s.doneSending()
@@ -543,7 +542,7 @@ func (s *wsSession) receive(stream grpc.ClientStream) {
 	// otherwise encodes its fields in random order: valid, but browsers
 	// and caches are better served by the bytes that generated code emits
 	// (fields in number order).
-	msg := dynamicpb.NewMessage(s.m.desc.Output())
+	msg := s.m.output.New().Interface()
 	marshal := proto.MarshalOptions{Deterministic: true}
 	for {
 		if err := stream.RecvMsg(msg); err != nil {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	bridgev1 "github.com/grpcbridge/grpcbridge/gen/bridge/v1"
 )
@@ -26,6 +27,8 @@ type method struct {
 	name       string // "pkg.Service/Method": logs and metrics labels
 	path       string // "/pkg.Service/Method": the URL and the gRPC :path
 	desc       protoreflect.MethodDescriptor
+	input      protoreflect.MessageType // request messages: see messageType
+	output     protoreflect.MessageType // response messages
 	streamDesc grpc.StreamDesc
 	conn       grpc.ClientConnInterface
 	cursor     protoreflect.FieldDescriptor // response field for SSE ids, or nil
@@ -156,7 +159,9 @@ func newMethod(c *config, md protoreflect.MethodDescriptor) (*method, []binding,
 			ServerStreams: md.IsStreamingServer(),
 			ClientStreams: md.IsStreamingClient(),
 		},
-		conn: c.defaultBackend,
+		conn:   c.defaultBackend,
+		input:  messageType(md.Input()),
+		output: messageType(md.Output()),
 	}
 	for _, b := range c.serviceBackends {
 		if matchService(b.pattern, md.Parent().(protoreflect.ServiceDescriptor)) {
@@ -196,6 +201,18 @@ func newMethod(c *config, md protoreflect.MethodDescriptor) (*method, []binding,
 		return nil, nil, fmt.Errorf("%s: %w", m.name, err)
 	}
 	return m, bindings, nil
+}
+
+// messageType returns the type that builds messages of d: the generated
+// Go type when d is the very descriptor compiled into the program (the
+// schema is the compiled-in registry), whose generated fast paths decode
+// several times faster; otherwise a dynamic type, so that any schema works
+// without code.
+func messageType(d protoreflect.MessageDescriptor) protoreflect.MessageType {
+	if mt, err := protoregistry.GlobalTypes.FindMessageByName(d.FullName()); err == nil && mt.Descriptor() == d {
+		return mt
+	}
+	return dynamicpb.NewMessageType(d)
 }
 
 // methodOptions returns the (bridge.v1.method) options of md, or nil.

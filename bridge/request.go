@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/dynamicpb"
 )
 
 // requestError is an error in a browser's request, with the HTTP status it
@@ -40,8 +39,8 @@ func badRequest(format string, args ...any) *requestError {
 // message; a field path: that field), and the query string for every field
 // that neither the path nor the body sets, with grpc-gateway's
 // query-parameter rules.
-func (h *Handler) decodeRequest(r *http.Request, m *method, pathParams map[string]string, b binding) (*dynamicpb.Message, *requestError) {
-	msg := dynamicpb.NewMessage(m.desc.Input())
+func (h *Handler) decodeRequest(r *http.Request, m *method, pathParams map[string]string, b binding) (proto.Message, *requestError) {
+	msg := m.input.New().Interface()
 	if b.body != "" {
 		if err := h.decodeBody(r, msg, b.body); err != nil {
 			return nil, err
@@ -76,7 +75,7 @@ func (h *Handler) decodeRequest(r *http.Request, m *method, pathParams map[strin
 
 // decodeBody reads a JSON body, bounded by the read limit, into msg or into
 // the field that fieldPath names.
-func (h *Handler) decodeBody(r *http.Request, msg *dynamicpb.Message, fieldPath string) *requestError {
+func (h *Handler) decodeBody(r *http.Request, msg proto.Message, fieldPath string) *requestError {
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, h.cfg.readMaxBytes))
 	if err != nil {
 		if errors.As(err, new(*http.MaxBytesError)) {
@@ -123,7 +122,7 @@ func populateQuery(msg proto.Message, query url.Values, filter *utilities.Double
 // setScalar parses value as the scalar field fd of msg, with the same rules
 // as a query parameter, and sets it. The error names only the reason, such
 // as "invalid syntax".
-func setScalar(msg *dynamicpb.Message, fd protoreflect.FieldDescriptor, value string) error {
+func setScalar(msg proto.Message, fd protoreflect.FieldDescriptor, value string) error {
 	err := runtime.PopulateFieldFromPath(msg, string(fd.Name()), value)
 	var numErr *strconv.NumError
 	if errors.As(err, &numErr) {

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/dynamicpb"
 )
 
 // Shared upstream calls (fan-out).
@@ -138,7 +137,7 @@ type sharedSub struct {
 // that id (which needs a cursor field, so that ids name messages), and
 // never opens one. subscribe returns nil when the subscriber must have a
 // call of its own.
-func (hub *sharedHub) subscribe(h *Handler, m *method, key sharedKey, req *dynamicpb.Message, md metadata.MD, lastID string) *sharedSub {
+func (hub *sharedHub) subscribe(h *Handler, m *method, key sharedKey, req proto.Message, md metadata.MD, lastID string) *sharedSub {
 	sub := &sharedSub{items: make(chan *sseItem, hub.queueLen+1)}
 	hub.mu.Lock()
 	c := hub.calls[key]
@@ -199,7 +198,7 @@ func (sub *sharedSub) leave() {
 // upstream stream. It opens the call, relays its headers, messages and
 // final status to the subscribers, and returns when the call ends: by
 // itself, or because the last subscriber left and cancelled ctx.
-func (c *sharedCall) receive(ctx context.Context, h *Handler, m *method, req *dynamicpb.Message, md metadata.MD) {
+func (c *sharedCall) receive(ctx context.Context, h *Handler, m *method, req proto.Message, md metadata.MD) {
 	defer close(c.done)
 	defer c.cancel()
 	ctx = metadata.NewOutgoingContext(ctx, md)
@@ -217,7 +216,7 @@ func (c *sharedCall) receive(ctx context.Context, h *Handler, m *method, req *dy
 		data, _ := json.Marshal(h.responseMD.responseMetadata(hdr))
 		c.publish(&sseItem{kind: itemHeaders, data: data}, "")
 	}
-	msg := dynamicpb.NewMessage(m.desc.Output())
+	msg := m.output.New().Interface()
 	var seq uint64
 	for {
 		if err := stream.RecvMsg(msg); err != nil {
@@ -311,7 +310,7 @@ func (c *sharedCall) end(it *sseItem) {
 
 // sharedKeyOf returns the key of a request and the metadata its shared
 // call would carry.
-func sharedKeyOf(req *dynamicpb.Message, md metadata.MD) (sharedKey, metadata.MD, error) {
+func sharedKeyOf(req proto.Message, md metadata.MD) (sharedKey, metadata.MD, error) {
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
 	if err != nil {
 		return sharedKey{}, nil, err
