@@ -115,7 +115,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 		if sub := m.shared.subscribe(h, m, key, req, sharedMD, r.Header.Get(headerLastEventID)); sub != nil {
 			st = func() *status.Status {
 				defer sub.leave() // the last to leave ends the shared call
-				return s.relay(r.Context(), nil, sub.items)
+				return s.relay(r.Context(), nil, nil, sub.items)
 			}()
 		}
 	}
@@ -175,6 +175,10 @@ func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req proto.Mes
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	items := make(chan sseItem, defaultSSEQueueLen)
+	// spare returns the JSON buffers of written messages to the receiver,
+	// which encodes the next messages into them: appendEvent copied their
+	// bytes, so they are free, and steady streams stop allocating them.
+	spare := make(chan []byte, defaultSSEQueueLen+1)
 	// stop is closed when the handler returns, and only then: the receiver
 	// must not give up on its own when the call's deadline passes, or the
 	// final status would be lost.
@@ -185,23 +189,24 @@ func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req proto.Mes
 		// the call ends or when the handler stops it; the handler's deferred
 		// cancel of the call context unblocks it wherever it waits.
 		defer close(done)
-		s.h.receiveSSE(ctx, m, req, nextSeq, items, stop)
+		s.h.receiveSSE(ctx, m, req, nextSeq, items, spare, stop)
 	}()
 	defer func() {
 		cancel() // unblocks RecvMsg
 		close(stop)
 		<-done
 	}()
-	return s.relay(clientCtx, items, nil)
+	return s.relay(clientCtx, items, spare, nil)
 }
 
 // relay writes the items of one source until the stream ends, and returns
 // its final status: the items of the stream's own receiver, or those of a
 // shared call's subscription (exactly one of items and shared is non-nil).
-// It owns the heartbeat, the batching of events into writes, and the
+// spare takes back the JSON buffers of the own receiver's messages (nil
+// with shared, whose frames every subscriber reads). It owns the heartbeat, the batching of events into writes, and the
 // endings that do not come from the call: the browser leaving, a failed
 // write, the drain, the maximum duration.
-func (s *sseStream) relay(clientCtx context.Context, items <-chan sseItem, shared <-chan *sseItem) *status.Status {
+func (s *sseStream) relay(clientCtx context.Context, items <-chan sseItem, spare chan<- []byte, shared <-chan *sseItem) *status.Status {
 	heartbeat := time.NewTimer(s.h.cfg.heartbeatInterval)
 	defer heartbeat.Stop()
 	var expired <-chan time.Time // nil: no maximum duration
@@ -215,6 +220,12 @@ func (s *sseStream) relay(clientCtx context.Context, items <-chan sseItem, share
 		case it := <-items:
 			if st := s.add(&it); st != nil {
 				return st
+			}
+			if it.kind == itemMessage && cap(it.data) <= sseFlushBytes {
+				select {
+				case spare <- it.data[:0]:
+				default:
+				}
 			}
 			if len(items) > 0 && len(s.buf) < sseFlushBytes {
 				continue // more is ready: batch it into the same write
@@ -372,7 +383,7 @@ func (s *sseStream) writeFailed(err error) *status.Status {
 // It also opens the call and sends the request, so that the handler
 // goroutine keeps its heartbeat, drain and limits going while a backend is
 // slow to accept the call.
-func (h *Handler) receiveSSE(ctx context.Context, m *method, req proto.Message, nextSeq uint64, out chan<- sseItem, stop <-chan struct{}) {
+func (h *Handler) receiveSSE(ctx context.Context, m *method, req proto.Message, nextSeq uint64, out chan<- sseItem, spare <-chan []byte, stop <-chan struct{}) {
 	send := func(it sseItem) bool {
 		select {
 		case out <- it:
@@ -413,7 +424,12 @@ func (h *Handler) receiveSSE(ctx context.Context, m *method, req proto.Message, 
 			send(sseItem{kind: itemStatus, st: st, trailers: stream.Trailer()})
 			return
 		}
-		data, err := h.codec.marshal.Marshal(msg)
+		var buf []byte
+		select {
+		case buf = <-spare:
+		default:
+		}
+		data, err := h.codec.marshal.MarshalAppend(buf, msg)
 		if err != nil {
 			send(sseItem{kind: itemStatus, st: status.Newf(codes.Internal, "encode %s as JSON: %v", m.desc.Output().FullName(), err)})
 			return
