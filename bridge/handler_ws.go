@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -359,15 +360,17 @@ func (s *wsSession) onMessage(data []byte) error {
 	case s.halfClosed:
 		return fmt.Errorf("%s is not client-streaming: it takes exactly one request message", s.m.name)
 	}
-	msg := s.m.input.New().Interface()
-	if err := proto.Unmarshal(data, msg); err != nil {
+	// Decoded only to check it: a frame that is not the request type is a
+	// protocol violation the browser hears about, not an error from the
+	// backend.
+	if err := proto.Unmarshal(data, s.m.input.New().Interface()); err != nil {
 		return fmt.Errorf("binary frame is not a %s: %v", s.m.desc.Input().FullName(), explainDecodeError(s.m.desc.Input(), data, err))
 	}
 	if s.stream == nil && !s.open() {
 		return nil
 	}
-	// SendMsg may keep msg: a new message for every frame.
-	if !s.send(msg) {
+	// data is this frame's own buffer (io.ReadAll), so grpc-go may keep it.
+	if !s.send(&rawFrame{data: mem.BufferSlice{mem.SliceBuffer(data)}}) {
 		return nil
 	}
 	s.obs.MessageReceived(len(data))
@@ -458,7 +461,12 @@ func (s *wsSession) open() bool {
 	ctx, cancel := callContext(s.ctx, s.timeout)
 	s.callCancel = cancel // called when the reader returns
 	s.sending.Store(true)
-	stream, err := s.m.conn.NewStream(metadata.NewOutgoingContext(ctx, s.md), &s.m.streamDesc, s.m.path)
+	// Frames travel as the bytes they are: the browser's were checked to
+	// decode as the request type, and the backend's go to the browser as
+	// the backend encoded them (unknown fields included), with no second
+	// decode and encode in the bridge.
+	stream, err := s.m.conn.NewStream(metadata.NewOutgoingContext(ctx, s.md), &s.m.streamDesc, s.m.path,
+		grpc.ForceCodecV2(rawCodec{}))
 	s.doneSending()
 	if err != nil {
 		s.end(callEnd(statusFromError(err), nil))
@@ -472,7 +480,7 @@ func (s *wsSession) open() bool {
 // send sends one request message. It blocks while the backend does not
 // take it (gRPC flow control), which holds up reading the socket and so,
 // through TCP, the browser. It reports false when the call has ended.
-func (s *wsSession) send(msg proto.Message) bool {
+func (s *wsSession) send(msg *rawFrame) bool {
 	s.sending.Store(true)
 	err := s.stream.SendMsg(msg)
 	s.doneSending()
@@ -537,15 +545,11 @@ func (s *wsSession) receive(stream grpc.ClientStream) {
 			return
 		}
 	}
-	// One message serves every response: it is encoded before the next
-	// RecvMsg overwrites it. Deterministic, because a dynamic message
-	// otherwise encodes its fields in random order: valid, but browsers
-	// and caches are better served by the bytes that generated code emits
-	// (fields in number order).
-	msg := s.m.output.New().Interface()
-	marshal := proto.MarshalOptions{Deterministic: true}
+	// Each response is the backend's bytes, copied once out of grpc-go's
+	// buffers into the frame's own slice.
 	for {
-		if err := stream.RecvMsg(msg); err != nil {
+		var msg rawFrame
+		if err := stream.RecvMsg(&msg); err != nil {
 			st := status.New(codes.OK, "")
 			if !errors.Is(err, io.EOF) {
 				st = statusFromError(err)
@@ -553,11 +557,8 @@ func (s *wsSession) receive(stream grpc.ClientStream) {
 			s.hand(wsItem{kind: wsItemStatus, st: st, trailers: stream.Trailer()})
 			return
 		}
-		data, err := marshal.Marshal(msg)
-		if err != nil {
-			s.hand(wsItem{kind: wsItemStatus, st: status.Newf(codes.Internal, "bridge: cannot encode a %s", s.m.desc.Output().FullName())})
-			return
-		}
+		data := msg.data.Materialize()
+		msg.free()
 		if !s.hand(wsItem{kind: wsItemMessage, data: data}) {
 			return
 		}
