@@ -2,9 +2,7 @@ package bridge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -392,23 +390,16 @@ func (h *Handler) receiveSSE(ctx context.Context, m *method, req proto.Message, 
 			return false
 		}
 	}
-	stream, err := m.conn.NewStream(ctx, &m.streamDesc, m.path)
-	if err != nil {
-		send(sseItem{kind: itemStatus, st: statusFromError(err)})
+	stream, st := openServerStream(ctx, m, req)
+	if st != nil {
+		send(sseItem{kind: itemStatus, st: st})
 		return
 	}
-	// On io.EOF the call has already ended; RecvMsg returns its status.
-	if err := stream.SendMsg(req); err != nil && !errors.Is(err, io.EOF) {
-		send(sseItem{kind: itemStatus, st: statusFromError(err)})
-		return
-	}
-	_ = stream.CloseSend() // always nil for client streams
 	// Header blocks until the backend sends headers or ends the call; nil
 	// means it ended without headers (a trailers-only response), whose
 	// status RecvMsg returns next.
 	if hdr, _ := stream.Header(); hdr != nil {
-		data, _ := json.Marshal(h.responseMD.responseMetadata(hdr))
-		if !send(sseItem{kind: itemHeaders, data: data}) {
+		if !send(sseItem{kind: itemHeaders, data: h.headersJSON(hdr)}) {
 			return
 		}
 	}
@@ -417,11 +408,7 @@ func (h *Handler) receiveSSE(ctx context.Context, m *method, req proto.Message, 
 	msg := m.output.New().Interface()
 	for {
 		if err := stream.RecvMsg(msg); err != nil {
-			st := status.New(codes.OK, "")
-			if !errors.Is(err, io.EOF) {
-				st = statusFromError(err)
-			}
-			send(sseItem{kind: itemStatus, st: st, trailers: stream.Trailer()})
+			send(sseItem{kind: itemStatus, st: recvStatus(err), trailers: stream.Trailer()})
 			return
 		}
 		var buf []byte
@@ -434,11 +421,8 @@ func (h *Handler) receiveSSE(ctx context.Context, m *method, req proto.Message, 
 			send(sseItem{kind: itemStatus, st: status.Newf(codes.Internal, "encode %s as JSON: %v", m.desc.Output().FullName(), err)})
 			return
 		}
-		id := strconv.FormatUint(nextSeq, 10)
+		id := eventID(m, msg, nextSeq)
 		nextSeq++
-		if m.cursor != nil {
-			id = cursorID(msg, m.cursor)
-		}
 		if !send(sseItem{kind: itemMessage, id: id, data: data}) {
 			return
 		}

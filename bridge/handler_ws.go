@@ -550,11 +550,7 @@ func (s *wsSession) receive(stream grpc.ClientStream) {
 	for {
 		var msg rawFrame
 		if err := stream.RecvMsg(&msg); err != nil {
-			st := status.New(codes.OK, "")
-			if !errors.Is(err, io.EOF) {
-				st = statusFromError(err)
-			}
-			s.hand(wsItem{kind: wsItemStatus, st: st, trailers: stream.Trailer()})
+			s.hand(wsItem{kind: wsItemStatus, st: recvStatus(err), trailers: stream.Trailer()})
 			return
 		}
 		data := msg.data.Materialize()

@@ -3,11 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
-	"errors"
-	"io"
 	"slices"
-	"strconv"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -202,29 +198,19 @@ func (c *sharedCall) receive(ctx context.Context, h *Handler, m *method, req pro
 	defer close(c.done)
 	defer c.cancel()
 	ctx = metadata.NewOutgoingContext(ctx, md)
-	stream, err := m.conn.NewStream(ctx, &m.streamDesc, m.path)
-	if err != nil {
-		c.end(&sseItem{kind: itemStatus, st: statusFromError(err)})
+	stream, st := openServerStream(ctx, m, req)
+	if st != nil {
+		c.end(&sseItem{kind: itemStatus, st: st})
 		return
 	}
-	if err := stream.SendMsg(req); err != nil && !errors.Is(err, io.EOF) {
-		c.end(&sseItem{kind: itemStatus, st: statusFromError(err)})
-		return
-	}
-	_ = stream.CloseSend()
 	if hdr, _ := stream.Header(); hdr != nil {
-		data, _ := json.Marshal(h.responseMD.responseMetadata(hdr))
-		c.publish(&sseItem{kind: itemHeaders, data: data}, "")
+		c.publish(&sseItem{kind: itemHeaders, data: h.headersJSON(hdr)}, "")
 	}
 	msg := m.output.New().Interface()
 	var seq uint64
 	for {
 		if err := stream.RecvMsg(msg); err != nil {
-			st := status.New(codes.OK, "")
-			if !errors.Is(err, io.EOF) {
-				st = statusFromError(err)
-			}
-			c.end(&sseItem{kind: itemStatus, st: st, trailers: stream.Trailer()})
+			c.end(&sseItem{kind: itemStatus, st: recvStatus(err), trailers: stream.Trailer()})
 			return
 		}
 		data, err := h.codec.marshal.Marshal(msg)
@@ -235,12 +221,7 @@ func (c *sharedCall) receive(ctx context.Context, h *Handler, m *method, req pro
 		// Ids number the call's events from 1 unless the method has a
 		// cursor: a late subscriber sees them continue, not restart.
 		seq++
-		var id string
-		if m.cursor != nil {
-			id = cursorID(msg, m.cursor)
-		} else {
-			id = strconv.FormatUint(seq, 10)
-		}
+		id := eventID(m, msg, seq)
 		// The event is framed once; every subscriber writes these bytes.
 		frame := appendEvent(make([]byte, 0, len(data)+len(id)+32), id, sseEventMessage, data)
 		c.publish(&sseItem{kind: itemFrame, data: frame, size: len(data)}, id)
