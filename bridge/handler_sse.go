@@ -88,40 +88,73 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 		return
 	}
 
-	// Every path out of this function cancels the call: that is what ends
-	// the upstream stream when the browser leaves or a write fails.
-	ctx, cancel := callContext(r.Context(), timeout)
-	defer cancel()
-	ctx = metadata.NewOutgoingContext(ctx, md)
-
-	start := time.Now()
-	s := &sseStream{h: h, w: w, rc: http.NewResponseController(w)}
 	client := h.clientIP(r)
+	start := time.Now()
 	if a := h.streams.begin(client); a != admitted {
 		// A final refusal is a non-200 answer; a transient one (full or
 		// draining) keeps the browser's EventSource retrying.
 		_, st := h.streams.refusal(a)
-		s.finish(st, nil)
+		out := newSSEOut(h, w)
+		(&sseStream{h: h, out: out}).finish(st, nil)
+		out.close()
 		h.logStreamEnd(r, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start})
 		return
 	}
-	defer h.streams.end(client)
-	s.obs = h.cfg.metrics.StreamStarted(m.name, TransportSSE, r.Header.Get(headerLastEventID) != "")
-	s.obs.MessageReceived(proto.Size(req))
-	var st *status.Status
-	if share {
-		if sub := m.shared.subscribe(h, m, key, req, sharedMD, r.Header.Get(headerLastEventID)); sub != nil {
-			st = func() *status.Status {
-				defer sub.leave() // the last to leave ends the shared call
-				return s.relay(r.Context(), nil, nil, sub.items)
-			}()
+	// The stream's context ends it from outside the call, with the reason
+	// as its cause: the browser leaving, the drain, the maximum duration, a
+	// failed write. Every path cancels it, which ends the upstream call.
+	out := newSSEOut(h, w)
+	hijacked := r.ProtoMajor == 1 && !h.cfg.sseNoHijack && out.hijack()
+	base := r.Context()
+	if hijacked {
+		// net/http cancels the request's context when the handler returns,
+		// which it does at once after a hijack: the stream keeps its
+		// values only.
+		base = context.WithoutCancel(base)
+	}
+	ctx, cancel := context.WithCancelCause(base)
+	out.fail = cancel
+	s := &sseStream{h: h, out: out}
+	serve := func() {
+		defer h.streams.end(client)
+		defer cancel(errNotServed)
+		defer out.close()
+		stopDrain := context.AfterFunc(h.streams.drainCtx, func() { cancel(errDraining) })
+		defer stopDrain()
+		if d := h.cfg.maxStreamDuration; d > 0 {
+			expiry := time.AfterFunc(d, func() { cancel(errMaxDurationLimit) })
+			defer expiry.Stop()
 		}
+		if hijacked {
+			out.unwatch = watchClose(out.conn, func() { cancel(errPeerGone) })
+		}
+		out.startHeartbeat()
+		s.obs = h.cfg.metrics.StreamStarted(m.name, TransportSSE, r.Header.Get(headerLastEventID) != "")
+		s.obs.MessageReceived(proto.Size(req))
+		var st *status.Status
+		if share {
+			if sub := m.shared.subscribe(h, m, key, req, sharedMD, r.Header.Get(headerLastEventID)); sub != nil {
+				st = func() *status.Status {
+					defer sub.leave() // the last to leave ends the shared call
+					return s.relay(ctx, sub.items)
+				}()
+			}
+		}
+		if st == nil {
+			callCtx, cancelCall := callContext(ctx, timeout)
+			defer cancelCall()
+			st = s.run(ctx, metadata.NewOutgoingContext(callCtx, md), m, req, nextSeq)
+		}
+		s.obs.StreamEnded(st.Code(), 0, s.slow)
+		h.logStreamEnd(r, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start, messages: s.messages})
 	}
-	if st == nil {
-		st = s.run(ctx, r.Context(), m, req, nextSeq)
+	if hijacked {
+		// The handler returns, and net/http lets go of the connection's
+		// goroutines and buffers; the stream goes on by itself.
+		go serve()
+		return
 	}
-	s.obs.StreamEnded(st.Code(), 0, s.slow)
-	h.logStreamEnd(r, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start, messages: s.messages})
+	serve()
 }
 
 // resume applies a Last-Event-ID header: it forwards the id as the
@@ -153,168 +186,134 @@ func (h *Handler) resume(r *http.Request, m *method, req proto.Message, md metad
 	return 1, nil
 }
 
-// sseStream is one SSE response. Its methods run on the handler goroutine,
-// which alone owns the ResponseWriter.
+// sseStream is one SSE response: the call (or the shared call's
+// subscription) on one side, the browser (sseOut) on the other.
 type sseStream struct {
-	h         *Handler
-	w         http.ResponseWriter
-	rc        *http.ResponseController
-	buf       []byte // events not yet written
-	committed bool   // the 200 and the first bytes are in buf or written
-	messages  int
-	slow      bool // a write to the browser timed out
-	obs       StreamObserver
+	h        *Handler
+	out      *sseOut
+	messages int
+	slow     bool // a write to the browser timed out, or the browser fell behind a shared call
+	obs      StreamObserver
 }
 
-// run opens the call, relays it until it ends, and returns its final
-// status. ctx carries the call (metadata, deadline); clientCtx ends when the
-// browser leaves.
-func (s *sseStream) run(ctx, clientCtx context.Context, m *method, req proto.Message, nextSeq uint64) *status.Status {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	items := make(chan sseItem, defaultSSEQueueLen)
-	// spare returns the JSON buffers of written messages to the receiver,
-	// which encodes the next messages into them: appendEvent copied their
-	// bytes, so they are free, and steady streams stop allocating them.
-	spare := make(chan []byte, defaultSSEQueueLen+1)
-	// stop is closed when the handler returns, and only then: the receiver
-	// must not give up on its own when the call's deadline passes, or the
-	// final status would be lost.
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		// The receiver: the only goroutine that uses the call. It ends when
-		// the call ends or when the handler stops it; the handler's deferred
-		// cancel of the call context unblocks it wherever it waits.
-		defer close(done)
-		s.h.receiveSSE(ctx, m, req, nextSeq, items, spare, stop)
-	}()
-	defer func() {
-		cancel() // unblocks RecvMsg
-		close(stop)
-		<-done
-	}()
-	return s.relay(clientCtx, items, spare, nil)
-}
-
-// relay writes the items of one source until the stream ends, and returns
-// its final status: the items of the stream's own receiver, or those of a
-// shared call's subscription (exactly one of items and shared is non-nil).
-// spare takes back the JSON buffers of the own receiver's messages (nil
-// with shared, whose frames every subscriber reads). It owns the heartbeat, the batching of events into writes, and the
-// endings that do not come from the call: the browser leaving, a failed
-// write, the drain, the maximum duration.
-func (s *sseStream) relay(clientCtx context.Context, items <-chan sseItem, spare chan<- []byte, shared <-chan *sseItem) *status.Status {
-	heartbeat := time.NewTimer(s.h.cfg.heartbeatInterval)
-	defer heartbeat.Stop()
-	var expired <-chan time.Time // nil: no maximum duration
-	if d := s.h.cfg.maxStreamDuration; d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		expired = t.C
+// run opens the call and relays it until it ends, and returns its final
+// status. It runs on one goroutine, the stream's only one while the call
+// is quiet. ctx is the stream's context; callCtx, derived from it, carries
+// the call's metadata and deadline.
+func (s *sseStream) run(ctx, callCtx context.Context, m *method, req proto.Message, nextSeq uint64) *status.Status {
+	h := s.h
+	stream, st := openServerStream(callCtx, m, req)
+	if st != nil {
+		return s.end(ctx, st, nil)
 	}
+	// Header blocks until the backend sends headers or ends the call; nil
+	// means it ended without headers (a trailers-only response), whose
+	// status RecvMsg returns next.
+	if hdr, _ := stream.Header(); hdr != nil {
+		if err := s.out.event("", sseEventHeaders, h.headersJSON(hdr)); err != nil {
+			return s.end(ctx, nil, nil)
+		}
+		s.out.kick()
+	}
+	// One message is reused for every response: it is fully encoded before
+	// the next RecvMsg overwrites it. Its JSON is encoded into a buffer
+	// borrowed for that moment only, and copied into the pending events.
+	msg := m.output.New().Interface()
+	for {
+		if err := stream.RecvMsg(msg); err != nil {
+			return s.end(ctx, recvStatus(err), stream.Trailer())
+		}
+		buf := getSSEBuf()
+		data, err := h.codec.marshal.MarshalAppend(buf, msg)
+		if err != nil {
+			putSSEBuf(buf)
+			return s.end(ctx, status.Newf(codes.Internal, "encode %s as JSON: %v", m.desc.Output().FullName(), err), nil)
+		}
+		err = s.out.event(eventID(m, msg, nextSeq), sseEventMessage, data)
+		putSSEBuf(data)
+		if err != nil {
+			return s.end(ctx, nil, nil)
+		}
+		nextSeq++
+		s.messages++
+		s.obs.MessageSent(len(data))
+		// The writer takes everything pending when it gets to it: messages
+		// that arrive meanwhile share its next write.
+		s.out.kick()
+	}
+}
+
+// relay writes the events of a shared call's subscription until it ends,
+// and returns its final status. It writes on its own goroutine, when no
+// further event is queued: the subscription's queue is the backpressure.
+func (s *sseStream) relay(ctx context.Context, items <-chan *sseItem) *status.Status {
 	for {
 		select {
 		case it := <-items:
-			if st := s.add(&it); st != nil {
-				return st
-			}
-			if it.kind == itemMessage && cap(it.data) <= sseFlushBytes {
-				select {
-				case spare <- it.data[:0]:
-				default:
+			var err error
+			switch it.kind {
+			case itemHeaders:
+				err = s.out.event("", sseEventHeaders, it.data)
+			case itemFrame:
+				if err = s.out.frame(it.data); err == nil {
+					s.messages++
+					s.obs.MessageSent(it.size)
 				}
+			case itemStatus:
+				return s.end(ctx, it.st, it.trailers)
+			case itemDropped:
+				// Falling behind is not the stream's fault, and a reconnect
+				// catches up: a retry hint even though the code is not
+				// transient.
+				s.slow = true
+				s.finishEvent(it.st, nil, true, false)
+				return it.st
 			}
-			if len(items) > 0 && len(s.buf) < sseFlushBytes {
-				continue // more is ready: batch it into the same write
+			if err != nil {
+				return s.end(ctx, nil, nil)
 			}
-			if err := s.flush(); err != nil {
-				return s.writeFailed(err)
+			if len(items) == 0 {
+				s.out.flush()
 			}
-		case it := <-shared:
-			if st := s.add(it); st != nil {
-				return st
-			}
-			if len(shared) > 0 && len(s.buf) < sseFlushBytes {
-				continue
-			}
-			if err := s.flush(); err != nil {
-				return s.writeFailed(err)
-			}
-		case <-heartbeat.C:
-			// A backend that stays silent still gets its 200 now, so the
-			// browser's EventSource sees the stream as open.
-			s.commit()
-			s.buf = append(s.buf, ssePing...)
-			if err := s.flush(); err != nil {
-				return s.writeFailed(err)
-			}
-		case <-clientCtx.Done():
-			return status.New(codes.Canceled, "client disconnected")
-		case <-s.h.streams.draining:
-			return s.handOff("the bridge is shutting down")
-		case <-expired:
-			return s.handOff("the stream reached its maximum duration")
+		case <-ctx.Done():
+			return s.end(ctx, nil, nil)
 		}
-		heartbeat.Reset(s.h.cfg.heartbeatInterval)
 	}
 }
 
-// add buffers the event of one item, or ends the stream with the item's
-// final status and returns it.
-func (s *sseStream) add(it *sseItem) *status.Status {
-	switch it.kind {
-	case itemHeaders:
-		s.commit()
-		s.buf = appendEvent(s.buf, "", sseEventHeaders, it.data)
-	case itemMessage:
-		s.commit()
-		s.buf = appendEvent(s.buf, it.id, sseEventMessage, it.data)
-		s.messages++
-		s.obs.MessageSent(len(it.data))
-	case itemFrame:
-		s.commit()
-		s.buf = append(s.buf, it.data...)
-		s.messages++
-		s.obs.MessageSent(it.size)
-	case itemStatus:
-		s.finish(it.st, it.trailers)
-		return it.st
-	case itemDropped:
-		// Falling behind is not the stream's fault, and a reconnect
-		// catches up: a retry hint even though the code is not transient.
-		s.slow = true
-		s.finishEvent(it.st, nil, true)
-		return it.st
+// end ends the stream and returns its final status: st, the call's, or,
+// when the stream's context ended first (st may be nil then), the ending
+// that its cause asks for.
+func (s *sseStream) end(ctx context.Context, st *status.Status, trailers metadata.MD) *status.Status {
+	if ctx.Err() != nil {
+		var werr writeError
+		switch cause := context.Cause(ctx); {
+		case errors.Is(cause, errDraining):
+			return s.handOff("the bridge is shutting down")
+		case errors.Is(cause, errMaxDurationLimit):
+			return s.handOff("the stream reached its maximum duration")
+		case errors.As(cause, &werr):
+			s.slow = errors.Is(werr.err, os.ErrDeadlineExceeded)
+			return status.New(codes.Unavailable, werr.Error())
+		default:
+			return status.New(codes.Canceled, errPeerGone.Error())
+		}
 	}
-	return nil
+	s.finish(st, trailers)
+	return st
 }
 
 // handOff ends a healthy stream so that the browser resumes it, perhaps
 // at another replica: a retry hint and no end event, so EventSource
 // reconnects after the retry time with Last-Event-ID.
 func (s *sseStream) handOff(reason string) *status.Status {
-	s.commit()
-	s.buf = appendRetry(s.buf, s.h.cfg.retryInterval)
-	s.buf = append(s.buf, '\n')
-	_ = s.flush()
+	retry := s.h.cfg.retryInterval
+	s.out.final(func(o *sseOut) {
+		o.commitLocked()
+		o.pending = appendRetry(o.pending, retry)
+		o.pending = append(o.pending, '\n')
+	})
 	return status.New(codes.Unavailable, reason)
-}
-
-// commit writes the response headers and the first bytes of the stream,
-// once.
-func (s *sseStream) commit() {
-	if s.committed {
-		return
-	}
-	s.committed = true
-	hdr := s.w.Header()
-	hdr.Set(headerContentType, contentTypeEventStream)
-	hdr.Set(headerCacheControl, "no-cache")
-	hdr.Set(headerAccelBuffering, "no")
-	s.w.WriteHeader(http.StatusOK)
-	s.buf = appendRetry(s.buf, s.h.cfg.retryInterval)
-	s.buf = append(s.buf, '\n')
 }
 
 // finish ends the stream with st. Before the stream is committed, a final
@@ -322,111 +321,30 @@ func (s *sseStream) commit() {
 // before the first byte, it is an end or error event, with a retry hint
 // first for transient errors so that the browser reconnects.
 func (s *sseStream) finish(st *status.Status, trailers metadata.MD) {
-	if !s.committed && st.Code() != codes.OK && !isTransient(st.Code()) {
-		s.h.writeStatus(s.w, st)
-		return
-	}
-	s.finishEvent(st, trailers, isTransient(st.Code()))
+	s.finishEvent(st, trailers, isTransient(st.Code()), true)
 }
 
 // finishEvent ends the stream with st as an end or error event, with a
-// retry hint first when retry is set and st is an error.
-func (s *sseStream) finishEvent(st *status.Status, trailers metadata.MD, retry bool) {
-	s.commit()
+// retry hint first when retry is set and st is an error. With answer, a
+// final error before the stream is committed is a non-200 answer instead.
+func (s *sseStream) finishEvent(st *status.Status, trailers metadata.MD, retry, answer bool) {
 	data := marshalStatus(s.h.codec, st, s.h.responseMD.responseMetadata(trailers))
-	event := sseEventEnd
-	if st.Code() != codes.OK {
-		event = sseEventError
-		if retry {
-			s.buf = appendRetry(s.buf, s.h.cfg.retryInterval)
-		}
-	}
-	s.buf = appendEvent(s.buf, "", event, data)
-	_ = s.flush() // the stream ends either way
-}
-
-// flush writes the buffered events under the write deadline and flushes
-// them to the browser.
-func (s *sseStream) flush() error {
-	if err := s.rc.SetWriteDeadline(time.Now().Add(s.h.cfg.writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return err
-	}
-	if _, err := s.w.Write(s.buf); err != nil {
-		return err
-	}
-	s.buf = s.buf[:0]
-	if cap(s.buf) > 2*sseFlushBytes {
-		s.buf = nil // one huge event must not pin its buffer for the stream's life
-	}
-	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return err
-	}
-	// Clear the deadline: over HTTP/2 a deadline left set resets the
-	// stream when it passes, even with no write pending, which would cut
-	// every stream quiet for longer than the write timeout.
-	_ = s.rc.SetWriteDeadline(time.Time{})
-	return nil
-}
-
-func (s *sseStream) writeFailed(err error) *status.Status {
-	s.slow = errors.Is(err, os.ErrDeadlineExceeded)
-	return status.Newf(codes.Unavailable, "write to client: %v", err)
-}
-
-// receiveSSE relays the call's headers, messages and final status to out,
-// encoding each message as JSON on the way. It sends the next item only when
-// out has room, and reads the next message only after that: a slow browser
-// stalls this loop and, through gRPC flow control, the backend.
-//
-// It also opens the call and sends the request, so that the handler
-// goroutine keeps its heartbeat, drain and limits going while a backend is
-// slow to accept the call.
-func (h *Handler) receiveSSE(ctx context.Context, m *method, req proto.Message, nextSeq uint64, out chan<- sseItem, spare <-chan []byte, stop <-chan struct{}) {
-	send := func(it sseItem) bool {
-		select {
-		case out <- it:
-			return true
-		case <-stop:
-			return false
-		}
-	}
-	stream, st := openServerStream(ctx, m, req)
-	if st != nil {
-		send(sseItem{kind: itemStatus, st: st})
-		return
-	}
-	// Header blocks until the backend sends headers or ends the call; nil
-	// means it ended without headers (a trailers-only response), whose
-	// status RecvMsg returns next.
-	if hdr, _ := stream.Header(); hdr != nil {
-		if !send(sseItem{kind: itemHeaders, data: h.headersJSON(hdr)}) {
+	interval := s.h.cfg.retryInterval
+	s.out.final(func(o *sseOut) {
+		if answer && !o.committed && st.Code() != codes.OK && !isTransient(st.Code()) {
+			o.answerLocked(st)
 			return
 		}
-	}
-	// One message is reused for every response: it is fully encoded before
-	// the next RecvMsg overwrites it.
-	msg := m.output.New().Interface()
-	for {
-		if err := stream.RecvMsg(msg); err != nil {
-			send(sseItem{kind: itemStatus, st: recvStatus(err), trailers: stream.Trailer()})
-			return
+		o.commitLocked()
+		event := sseEventEnd
+		if st.Code() != codes.OK {
+			event = sseEventError
+			if retry {
+				o.pending = appendRetry(o.pending, interval)
+			}
 		}
-		var buf []byte
-		select {
-		case buf = <-spare:
-		default:
-		}
-		data, err := h.codec.marshal.MarshalAppend(buf, msg)
-		if err != nil {
-			send(sseItem{kind: itemStatus, st: status.Newf(codes.Internal, "encode %s as JSON: %v", m.desc.Output().FullName(), err)})
-			return
-		}
-		id := eventID(m, msg, nextSeq)
-		nextSeq++
-		if !send(sseItem{kind: itemMessage, id: id, data: data}) {
-			return
-		}
-	}
+		o.pending = appendEvent(o.pending, "", event, data)
+	})
 }
 
 // cursorID formats the cursor field of a response as an event id. A value

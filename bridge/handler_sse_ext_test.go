@@ -33,7 +33,13 @@ type sseEnv struct {
 	url     string
 	handler *bridge.Handler
 	inspect *bridgetest.InspectServer
+	client  *http.Client
+	h2      bool // served over HTTP/2 (h2c)
 }
+
+// overHTTP2 is the prefix of the subtests of TestSSEOverHTTP2, whose
+// environments serve HTTP/2.
+const overHTTP2 = "TestSSEOverHTTP2/"
 
 func newSSEEnv(t *testing.T, opts ...bridge.Option) *sseEnv {
 	t.Helper()
@@ -47,9 +53,40 @@ func newSSEEnv(t *testing.T, opts ...bridge.Option) *sseEnv {
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)
 	}
-	srv := httptest.NewServer(h)
+	env := &sseEnv{handler: h, inspect: inspect, client: http.DefaultClient, h2: strings.HasPrefix(t.Name(), overHTTP2)}
+	srv := httptest.NewUnstartedServer(h)
+	if env.h2 {
+		srv.Config.Protocols = new(http.Protocols)
+		srv.Config.Protocols.SetUnencryptedHTTP2(true)
+		transport := &http.Transport{Protocols: new(http.Protocols)}
+		transport.Protocols.SetUnencryptedHTTP2(true)
+		t.Cleanup(transport.CloseIdleConnections)
+		env.client = &http.Client{Transport: transport}
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
-	return &sseEnv{url: srv.URL, handler: h, inspect: inspect}
+	env.url = srv.URL
+	return env
+}
+
+// TestSSEOverHTTP2 runs SSE tests again over HTTP/2. Over HTTP/1.1 a
+// stream takes its connection over from net/http; over HTTP/2 it writes
+// through the ResponseWriter, with its own ways of committing, flushing
+// and noticing that the browser left.
+func TestSSEOverHTTP2(t *testing.T) {
+	for name, test := range map[string]func(*testing.T){
+		"FramingAndIDs":             TestSSEFramingAndIDs,
+		"ResumeWithLastEventID":     TestSSEResumeWithLastEventID,
+		"ErrorsBeforeFirstByte":     TestSSEErrorsBeforeFirstByte,
+		"ErrorMidStream":            TestSSEErrorMidStream,
+		"HeartbeatCommitsSilent":    TestSSEHeartbeatCommitsSilentStream,
+		"GRPCTimeoutBoundsTheCall":  TestSSEGRPCTimeoutBoundsTheCall,
+		"ClientDisconnectCancels":   TestSSEClientDisconnectCancelsUpstream,
+		"MetadataAllowList":         TestSSEMetadataAllowList,
+		"DefaultIDsContinueAfterID": TestSSEDefaultIDsContinueAfterLastEventID,
+	} {
+		t.Run(name, test)
+	}
 }
 
 // do sends a request and fails the test on transport errors.
@@ -62,9 +99,12 @@ func (e *sseEnv) do(t *testing.T, method, path string, header http.Header, body 
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	if e.h2 && resp.ProtoMajor != 2 {
+		t.Fatalf("%s %s: served over %s, want HTTP/2", method, path, resp.Proto)
 	}
 	t.Cleanup(func() { _ = resp.Body.Close() })
 	return resp
@@ -571,7 +611,7 @@ func TestSSEClientDisconnectCancelsUpstream(t *testing.T) {
 	env := newSSEEnv(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, env.url+"/bridgetest.v1.InspectService/Inspect?count=1000000&interval_ms=1", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := env.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

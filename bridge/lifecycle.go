@@ -20,8 +20,12 @@ type streams struct {
 	mu       sync.Mutex
 	live     int
 	byClient map[string]int // live streams per client address, for those with any
-	draining chan struct{}  // closed when the drain starts
-	idle     chan struct{}  // closed when draining and no stream is live
+	// drainCtx is cancelled when the drain starts: SSE streams hang their
+	// ending on it with context.AfterFunc, which costs no goroutine.
+	drainCtx   context.Context
+	startDrain context.CancelFunc
+	draining   <-chan struct{} // drainCtx.Done()
+	idle       chan struct{}   // closed when draining and no stream is live
 }
 
 // admission is the answer to a stream that wants to begin.
@@ -35,11 +39,14 @@ const (
 )
 
 func newStreams(maxTotal, maxPerClient int) *streams {
+	drainCtx, startDrain := context.WithCancel(context.Background())
 	return &streams{
 		maxTotal:     maxTotal,
 		maxPerClient: maxPerClient,
 		byClient:     make(map[string]int),
-		draining:     make(chan struct{}),
+		drainCtx:     drainCtx,
+		startDrain:   startDrain,
+		draining:     drainCtx.Done(),
 		idle:         make(chan struct{}),
 	}
 }
@@ -101,7 +108,7 @@ func (s *streams) drain() {
 	if s.isDraining() {
 		return
 	}
-	close(s.draining)
+	s.startDrain()
 	if s.live == 0 {
 		close(s.idle)
 	}

@@ -18,8 +18,7 @@ const (
 	defaultRetryInterval     = 2 * time.Second
 	defaultWriteTimeout      = 10 * time.Second
 	defaultReadMaxBytes      = 4 << 20 // gRPC's default receive limit
-	defaultSSEQueueLen       = 16
-	defaultSharedQueueLen    = 64 // events queued per subscriber of a shared call
+	defaultSharedQueueLen    = 64      // events queued per subscriber of a shared call
 	defaultPingInterval      = 30 * time.Second
 	defaultPongTimeout       = 10 * time.Second
 	maxLastEventIDBytes      = 1024
@@ -107,6 +106,9 @@ type config struct {
 	// an explicit empty list (native gRPC off) from the default.
 	nativeGRPCNetworks    []netip.Prefix
 	nativeGRPCNetworksSet bool
+	// sseNoHijack keeps HTTP/1.1 event streams on net/http's
+	// ResponseWriter, for tests of that path.
+	sseNoHijack bool
 }
 
 // WithFiles sets the schema: the protobuf file descriptors in which the

@@ -21,9 +21,9 @@ import (
 // receiver goroutine per sharedCall reads the upstream stream, encodes each
 // message once as a complete event and hands the same read-only bytes to
 // every subscriber's bounded queue, without ever blocking: a subscriber
-// whose queue is full is dropped. Each subscriber's HTTP handler goroutine
+// whose queue is full is dropped. Each subscriber's stream goroutine
 // writes its own queue with the usual SSE machinery (sseStream.relay), so a
-// shared subscriber costs no goroutine of its own.
+// shared subscriber costs no goroutine besides that one.
 
 // sharedKeyExcluded are the metadata keys that describe one HTTP request
 // rather than the caller: the bridge's own forwarding headers and the

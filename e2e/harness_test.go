@@ -359,6 +359,32 @@ type cutWriter struct {
 func (w *cutWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *cutWriter) Write(p []byte) (int, error) {
+	return w.pass(p, w.ResponseWriter.Write, func() {
+		rc := http.NewResponseController(w.ResponseWriter)
+		_ = rc.Flush()
+		if conn, _, err := rc.Hijack(); err == nil {
+			_ = conn.Close()
+		}
+	})
+}
+
+// Hijack hands out the connection with the same cut: over HTTP/1.1 the
+// bridge writes an event stream to the connection itself.
+func (w *cutWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	c := &cutConn{Conn: conn}
+	c.write = func(p []byte) (int, error) {
+		return w.pass(p, conn.Write, func() { _ = conn.Close() })
+	}
+	return c, brw, nil
+}
+
+// pass writes p with write until the cut, where it writes the first bytes
+// of the event and calls cut.
+func (w *cutWriter) pass(p []byte, write func([]byte) (int, error), cut func()) (int, error) {
 	if w.cut {
 		return 0, errCut
 	}
@@ -368,19 +394,23 @@ func (w *cutWriter) Write(p []byte) (int, error) {
 			if w.events > w.after {
 				w.cut = true
 				partial := min(len(p), i+len("id: ")+2)
-				_, _ = w.ResponseWriter.Write(p[:partial])
-				rc := http.NewResponseController(w.ResponseWriter)
-				_ = rc.Flush()
-				if conn, _, err := rc.Hijack(); err == nil {
-					_ = conn.Close()
-				}
+				_, _ = write(p[:partial])
+				cut()
 				w.onCut()
 				return 0, errCut
 			}
 		}
 	}
-	return w.ResponseWriter.Write(p)
+	return write(p)
 }
+
+// cutConn is a hijacked connection whose writes go through a cutWriter.
+type cutConn struct {
+	net.Conn
+	write func([]byte) (int, error)
+}
+
+func (c *cutConn) Write(p []byte) (int, error) { return c.write(p) }
 
 // isContiguous reports whether seqs is 1, 2, ..., len(seqs).
 func isContiguous(seqs []int) bool {
