@@ -97,7 +97,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 		out := newSSEOut(h, w)
 		(&sseStream{h: h, out: out}).finish(st, nil)
 		out.close()
-		h.logStreamEnd(r, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start})
+		h.logStreamEnd(r.Context(), r.RemoteAddr, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start})
 		return
 	}
 	// The stream's context ends it from outside the call, with the reason
@@ -115,6 +115,9 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 	ctx, cancel := context.WithCancelCause(base)
 	out.fail = cancel
 	s := &sseStream{h: h, out: out}
+	// What serve needs of the request, taken now: a hijacked stream must
+	// not keep the request, whose body holds net/http's buffers.
+	peer, lastID := r.RemoteAddr, r.Header.Get(headerLastEventID)
 	serve := func() {
 		defer h.streams.end(client)
 		defer cancel(errNotServed)
@@ -129,11 +132,11 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 			out.unwatch = watchClose(out.conn, func() { cancel(errPeerGone) })
 		}
 		out.startHeartbeat()
-		s.obs = h.cfg.metrics.StreamStarted(m.name, TransportSSE, r.Header.Get(headerLastEventID) != "")
+		s.obs = h.cfg.metrics.StreamStarted(m.name, TransportSSE, lastID != "")
 		s.obs.MessageReceived(proto.Size(req))
 		var st *status.Status
 		if share {
-			if sub := m.shared.subscribe(h, m, key, req, sharedMD, r.Header.Get(headerLastEventID)); sub != nil {
+			if sub := m.shared.subscribe(h, m, key, req, sharedMD, lastID); sub != nil {
 				st = func() *status.Status {
 					defer sub.leave() // the last to leave ends the shared call
 					return s.relay(ctx, sub.items)
@@ -146,7 +149,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 			st = s.run(ctx, metadata.NewOutgoingContext(callCtx, md), m, req, nextSeq)
 		}
 		s.obs.StreamEnded(st.Code(), 0, s.slow)
-		h.logStreamEnd(r, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start, messages: s.messages})
+		h.logStreamEnd(ctx, peer, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start, messages: s.messages})
 	}
 	if hijacked {
 		// The handler returns, and net/http lets go of the connection's

@@ -258,7 +258,7 @@ func (s *wsSession) serve() {
 	<-s.readerDone
 	s.receiver.Wait()
 	s.obs.StreamEnded(s.final.st.Code(), s.final.closeCode, errors.Is(s.writeErr, os.ErrDeadlineExceeded))
-	s.h.logStreamEnd(s.r, streamEnd{
+	s.h.logStreamEnd(s.r.Context(), s.r.RemoteAddr, streamEnd{
 		method:      s.m.name,
 		transport:   TransportWebSocket,
 		st:          s.final.st,

@@ -3,7 +3,6 @@ package bridge
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -37,19 +36,20 @@ type streamEnd struct {
 // backend or the bridge failed (UNKNOWN, INTERNAL, DATA_LOSS), otherwise at
 // Info, since OK, a client leaving, a client breaking the protocol, a
 // drain hand-off and a limit are all expected endings.
-func (h *Handler) logStreamEnd(r *http.Request, e streamEnd) {
+// ctx is the request's context, and peer its RemoteAddr.
+func (h *Handler) logStreamEnd(ctx context.Context, peer string, e streamEnd) {
 	level := slog.LevelInfo
 	switch e.st.Code() {
 	case codes.Unknown, codes.Internal, codes.DataLoss:
 		level = slog.LevelWarn
 	}
-	if !h.log.Enabled(r.Context(), level) {
+	if !h.log.Enabled(ctx, level) {
 		return
 	}
 	attrs := []slog.Attr{
 		slog.String(logKeyMethod, e.method),
 		slog.String(logKeyTransport, e.transport),
-		slog.String(logKeyPeer, r.RemoteAddr),
+		slog.String(logKeyPeer, peer),
 		slog.String(logKeyCode, e.st.Code().String()),
 		slog.String(logKeyMessage, e.st.Message()),
 		slog.Duration(logKeyDuration, time.Since(e.start)),

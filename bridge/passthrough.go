@@ -205,7 +205,7 @@ func (h *Handler) serveGRPC(w http.ResponseWriter, r *http.Request) {
 		c.obs.StreamEnded(c.st.Code(), 0, false)
 		h.streams.end(grpcClient)
 	}
-	h.logStreamEnd(r, streamEnd{method: c.m.name, transport: TransportGRPC, st: c.st, start: c.start, messages: c.messages})
+	h.logStreamEnd(r.Context(), r.RemoteAddr, streamEnd{method: c.m.name, transport: TransportGRPC, st: c.st, start: c.start, messages: c.messages})
 }
 
 // proxyStream is the grpc.Server's handler for every method it does not

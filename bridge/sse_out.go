@@ -73,8 +73,9 @@ func (e writeError) Unwrap() error { return e.err }
 // written.
 type sseOut struct {
 	h    *Handler
-	w    http.ResponseWriter
+	w    http.ResponseWriter // nil once hijacked
 	rc   *http.ResponseController
+	hdr  http.Header // the response's header fields
 	conn net.Conn // the hijacked connection; nil: write through w
 	// unwatch stops watching conn for its close (watchClose).
 	unwatch func()
@@ -94,7 +95,7 @@ type sseOut struct {
 }
 
 func newSSEOut(h *Handler, w http.ResponseWriter) *sseOut {
-	o := &sseOut{h: h, w: w, rc: http.NewResponseController(w), fail: func(error) {}, lastWrite: time.Now()}
+	o := &sseOut{h: h, w: w, rc: http.NewResponseController(w), hdr: w.Header(), fail: func(error) {}, lastWrite: time.Now()}
 	o.room.L = &o.mu
 	return o
 }
@@ -112,6 +113,9 @@ func (o *sseOut) hijack() bool {
 	_ = conn.SetDeadline(time.Time{})
 	_ = brw // a browser sends nothing more on an event stream's connection
 	o.conn = conn
+	// The ResponseWriter holds net/http's buffers for the connection; with
+	// it gone, they go too.
+	o.w, o.rc = nil, nil
 	return true
 }
 
@@ -149,7 +153,7 @@ func (o *sseOut) commitLocked() {
 		return
 	}
 	o.committed = true
-	hdr := o.w.Header()
+	hdr := o.hdr
 	hdr.Set(headerContentType, contentTypeEventStream)
 	hdr.Set(headerCacheControl, "no-cache")
 	hdr.Set(headerAccelBuffering, "no")
@@ -326,7 +330,7 @@ func (o *sseOut) answerLocked(st *status.Status) {
 		o.h.writeStatus(o.w, st)
 		return
 	}
-	resp := &bufferedResponse{hdr: o.w.Header()}
+	resp := &bufferedResponse{hdr: o.hdr}
 	o.h.writeStatus(resp, st)
 	o.pending = resp.appendTo(o.pending)
 }
