@@ -133,40 +133,22 @@ func violation(err error) wsEnd {
 	return wsEnd{st: status.New(codes.InvalidArgument, err.Error()), closeCode: websocket.ClosePolicyViolation}
 }
 
-// wsItem is what the receiver hands to the writer: the backend's response
-// headers, one encoded response message, or the final status.
-type wsItem struct {
-	kind     wsItemKind
-	data     []byte         // wsItemMessage: the message in binary wire format
-	md       metadata.MD    // wsItemHeaders: the response headers
-	st       *status.Status // wsItemStatus: the final status
-	trailers metadata.MD    // wsItemStatus: the response trailers
-}
-
-type wsItemKind uint8
-
-const (
-	wsItemHeaders wsItemKind = iota + 1
-	wsItemMessage
-	wsItemStatus
-)
-
 // wsSession is one WebSocket connection and the one call it carries.
 //
-// Three goroutines share it, each with its own side:
+// Two goroutines share it, each with its own side:
 //   - the reader (read) is the only one that reads the socket and the only
-//     one that calls NewStream, SendMsg and CloseSend;
-//   - the receiver (receive) is the only one that calls Header, RecvMsg and
-//     Trailer, and hands what it gets to the writer one item at a time;
-//   - the writer (write, then close) runs on the HTTP handler goroutine and
-//     is the only one that writes to the socket: messages, headers and
-//     status frames, pings, pongs and the close frame, each under a write
-//     deadline.
+//     one that calls NewStream, SendMsg and CloseSend; it answers pings;
+//   - the receiver (receive, then close) runs on the HTTP handler goroutine:
+//     it is the only one that calls Header, RecvMsg and Trailer, and the
+//     only one that writes data frames (messages, headers, the status),
+//     each straight to the socket as it arrives, under a write deadline.
 //
-// The writer needs the receiver because RecvMsg cannot be selected on: a
-// writer blocked in RecvMsg on a quiet stream could not ping. The first of
-// them to end the session (end) decides the status and cancels the call;
-// the handler returns only after all three have ended.
+// Control frames (pings, pongs, the close frame) may be written from any
+// goroutine: gorilla/websocket allows WriteControl alongside a data write.
+// Pings, the pong check, the maximum duration and the drain are timers and
+// context callbacks, not goroutines. The first ending (end) decides the
+// status and cancels the call, which unblocks RecvMsg; the handler returns
+// only after the reader has ended too.
 type wsSession struct {
 	h     *Handler
 	m     *method
@@ -184,18 +166,12 @@ type wsSession struct {
 	ended   chan struct{} // closed by end, after final is set
 	final   wsEnd         // written once by end, read after <-ended
 
-	// items is unbuffered: the receiver reads the next message from the
-	// backend only after the writer took the previous one.
-	items chan wsItem
-	// pongs holds the payload of the latest ping from the peer, which the
-	// writer answers. One slot: only the latest ping needs its pong (RFC
-	// 6455 section 5.5.3).
-	pongs      chan string
+	// opened hands the call that the reader opened to the receiver.
+	opened     chan grpc.ClientStream
 	readerDone chan struct{}
-	receiver   sync.WaitGroup
 
-	// Between the reader and the writer's ping check, as durations since
-	// start (monotonic).
+	// Between the reader and the ping check, as durations since start
+	// (monotonic).
 	lastPong atomic.Int64 // when the last pong arrived
 	sending  atomic.Bool  // the reader waits on the backend, not the socket
 	sentAt   atomic.Int64 // when the reader last stopped waiting on the backend
@@ -211,11 +187,19 @@ type wsSession struct {
 	halfClosed bool // CloseSend was called
 	callOver   bool // SendMsg reported that the call has ended
 
-	obs StreamObserver // MessageReceived from the reader, MessageSent from the writer
+	obs StreamObserver // MessageReceived from the reader, MessageSent from the receiver
 
-	// Writer side.
-	writeErr error
-	sent     int // response messages written
+	// Receiver side.
+	sent int // response messages written
+
+	// The ping timer's, whose callbacks run one at a time.
+	pinger       *time.Timer
+	awaitingPong bool
+	pingAt       int64 // when the unanswered ping was sent
+	checkFrom    int64 // start of the time in which the reader must have read the pong
+
+	failMu   sync.Mutex
+	writeErr error // the first failed write: nothing more is written
 }
 
 func newWSSession(h *Handler, m *method, r *http.Request, conn *websocket.Conn, md metadata.MD, timeout time.Duration) *wsSession {
@@ -229,8 +213,7 @@ func newWSSession(h *Handler, m *method, r *http.Request, conn *websocket.Conn, 
 		ctx:        ctx,
 		cancel:     cancel,
 		ended:      make(chan struct{}),
-		items:      make(chan wsItem),
-		pongs:      make(chan string, 1),
+		opened:     make(chan grpc.ClientStream, 1),
 		readerDone: make(chan struct{}),
 		md:         md,
 		timeout:    timeout,
@@ -246,18 +229,23 @@ func (s *wsSession) serve() {
 	_ = s.conn.SetReadDeadline(time.Time{})
 	s.conn.SetPingHandler(s.onPing)
 	s.conn.SetPongHandler(s.onPong)
-	// The writer answers a close frame, after the status frame.
+	// close answers a close frame, after the status frame.
 	s.conn.SetCloseHandler(func(int, string) error { return nil })
 
+	stopWatch := s.watch()
 	go func() {
 		defer close(s.readerDone)
 		s.read()
 	}()
-	s.write()
+	select {
+	case stream := <-s.opened:
+		s.receive(stream)
+	case <-s.ended:
+	}
+	stopWatch()
 	s.close()
 	<-s.readerDone
-	s.receiver.Wait()
-	s.obs.StreamEnded(s.final.st.Code(), s.final.closeCode, errors.Is(s.writeErr, os.ErrDeadlineExceeded))
+	s.obs.StreamEnded(s.final.st.Code(), s.final.closeCode, errors.Is(s.failed(), os.ErrDeadlineExceeded))
 	s.h.logStreamEnd(s.r.Context(), s.r.RemoteAddr, streamEnd{
 		method:      s.m.name,
 		transport:   TransportWebSocket,
@@ -473,7 +461,7 @@ func (s *wsSession) open() bool {
 		return false
 	}
 	s.stream = stream
-	s.receiver.Go(func() { s.receive(stream) })
+	s.opened <- stream // the only send: open is called once
 	return true
 }
 
@@ -506,22 +494,10 @@ func (s *wsSession) closeSend() {
 	s.halfClosed = true
 }
 
-// onPing runs on the reader. The writer answers, since it alone writes; a
-// newer ping replaces one it has not answered yet.
+// onPing runs on the reader, and answers at once (RFC 6455 section
+// 5.5.3).
 func (s *wsSession) onPing(payload string) error {
-	select {
-	case s.pongs <- payload:
-		return nil
-	default:
-	}
-	select {
-	case <-s.pongs:
-	default:
-	}
-	select {
-	case s.pongs <- payload:
-	default:
-	}
+	s.writeControl(websocket.PongMessage, []byte(payload))
 	return nil
 }
 
@@ -531,116 +507,90 @@ func (s *wsSession) onPong(string) error {
 	return nil
 }
 
-// receive is the receiver goroutine. It relays the call's headers, messages
-// and final status to the writer and reads the next message only after the
-// writer took the previous one, so a slow browser slows the backend through
-// gRPC flow control. It ends after handing over the status, or when the
+// receive relays the call's headers, messages and final status to the
+// socket, on the handler goroutine. It reads the next message only after
+// the previous one is written, so a slow browser slows the backend through
+// gRPC flow control. It returns after the call's status, or when the
 // session ends, which cancels the call and so unblocks RecvMsg.
 func (s *wsSession) receive(stream grpc.ClientStream) {
 	// Header blocks until the backend sends headers or ends the call; nil
 	// means it ended without headers (a trailers-only response), whose
 	// status RecvMsg returns next.
-	if hdr, _ := stream.Header(); hdr != nil {
-		if !s.hand(wsItem{kind: wsItemHeaders, md: hdr}) {
-			return
-		}
-	}
-	// Each response is the backend's bytes, copied once out of grpc-go's
-	// buffers into the frame's own slice.
-	for {
-		var msg rawFrame
-		if err := stream.RecvMsg(&msg); err != nil {
-			s.hand(wsItem{kind: wsItemStatus, st: recvStatus(err), trailers: stream.Trailer()})
-			return
-		}
-		data := msg.data.Materialize()
-		msg.free()
-		if !s.hand(wsItem{kind: wsItemMessage, data: data}) {
-			return
-		}
-	}
-}
-
-// hand gives it to the writer; false means the session ended first.
-func (s *wsSession) hand(it wsItem) bool {
-	select {
-	case s.items <- it:
-		return true
-	case <-s.ended:
-		return false
-	}
-}
-
-// write is the writer's main loop, on the handler goroutine. It returns
-// once the session has ended; close then writes the status and close
-// frames.
-func (s *wsSession) write() {
-	ping := time.NewTicker(s.h.cfg.pingInterval)
-	defer ping.Stop()
-	pongDue := time.NewTimer(s.h.cfg.pongTimeout)
-	pongDue.Stop() // armed by each ping
-	defer pongDue.Stop()
-	var (
-		awaitingPong bool
-		pingAt       int64 // when the unanswered ping was sent
-		checkFrom    int64 // start of the time in which the reader must have read the pong
-	)
-	// The request's context ends while the socket is open only when the
-	// server's base context does (net/http has let go of a hijacked
-	// connection): the bridge is shutting down, as it is when
-	// Handler.Shutdown starts the drain.
-	shutdown := s.r.Context().Done()
-	var expired <-chan time.Time // nil: no maximum duration
-	if d := s.h.cfg.maxStreamDuration; d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		expired = t.C
+	if hdr, _ := stream.Header(); hdr != nil && !s.isEnded() {
+		s.writeMessage(websocket.TextMessage, encodeHeaders(s.h.responseMD.responseMetadata(hdr)))
 	}
 	for !s.isEnded() {
-		select {
-		case it := <-s.items:
-			switch it.kind {
-			case wsItemHeaders:
-				s.writeMessage(websocket.TextMessage, encodeHeaders(s.h.responseMD.responseMetadata(it.md)))
-			case wsItemMessage:
-				s.writeMessage(websocket.BinaryMessage, it.data)
-				s.sent++
-				s.obs.MessageSent(len(it.data))
-			case wsItemStatus:
-				s.end(callEnd(it.st, it.trailers))
-			}
-		case payload := <-s.pongs:
-			s.writeControl(websocket.PongMessage, []byte(payload))
-		case <-ping.C:
-			if awaitingPong && s.lastPong.Load() < pingAt {
-				continue // the pong check decides
-			}
-			awaitingPong = true
-			pingAt = s.since()
-			checkFrom = pingAt
-			s.writeControl(websocket.PingMessage, nil)
-			pongDue.Reset(s.h.cfg.pongTimeout)
-		case <-pongDue.C:
-			switch {
-			case s.lastPong.Load() >= pingAt:
-				awaitingPong = false
-			case s.sending.Load() || s.sentAt.Load() > checkFrom:
-				// The reader has been waiting on the backend instead of
-				// reading the socket, where the pong may sit: no verdict
-				// on the peer yet.
-				checkFrom = s.since()
-				pongDue.Reset(s.h.cfg.pongTimeout)
-			default:
-				s.end(callEnd(status.Newf(codes.Unavailable, "client did not answer a ping within %v", s.h.cfg.pongTimeout), nil))
-			}
-		case <-expired:
-			s.end(callEnd(status.Newf(codes.Unavailable, "the stream reached its maximum duration of %v", s.h.cfg.maxStreamDuration), nil))
-		case <-shutdown:
-			s.end(goingAway)
-		case <-s.h.streams.draining:
-			s.end(goingAway)
-		case <-s.ended:
+		// Each response goes out as the bytes the backend sent.
+		var msg rawFrame
+		if err := stream.RecvMsg(&msg); err != nil {
+			s.end(callEnd(recvStatus(err), stream.Trailer()))
+			return
 		}
+		var data []byte
+		if len(msg.data) == 1 {
+			data = msg.data[0].ReadOnlyData()
+		} else {
+			data = msg.data.Materialize()
+		}
+		s.writeMessage(websocket.BinaryMessage, data)
+		msg.free()
+		s.sent++
+		s.obs.MessageSent(len(data))
+	}
+}
+
+// watch starts what ends the session from outside the call: the ping
+// check, the maximum duration, the drain and the server's shutdown. The
+// request's context ends while the socket is open only when the server's
+// base context does (net/http has let go of a hijacked connection): the
+// bridge is shutting down, as it is when Handler.Shutdown starts the
+// drain.
+func (s *wsSession) watch() (stop func()) {
+	stops := []func() bool{
+		context.AfterFunc(s.h.streams.drainCtx, func() { s.end(goingAway) }),
+		context.AfterFunc(s.r.Context(), func() { s.end(goingAway) }),
+	}
+	if d := s.h.cfg.maxStreamDuration; d > 0 {
+		t := time.AfterFunc(d, func() {
+			s.end(callEnd(status.Newf(codes.Unavailable, "the stream reached its maximum duration of %v", d), nil))
+		})
+		stops = append(stops, t.Stop)
+	}
+	s.pinger = time.AfterFunc(s.h.cfg.pingInterval, s.pingTick)
+	stops = append(stops, s.pinger.Stop)
+	return func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}
+}
+
+// pingTick is the ping timer's callback: it sends a ping every ping
+// interval and, a pong timeout after each, checks that its pong came.
+func (s *wsSession) pingTick() {
+	if s.isEnded() {
+		return
+	}
+	cfg := s.h.cfg
+	now := s.since()
+	if !s.awaitingPong {
+		s.awaitingPong = true
+		s.pingAt, s.checkFrom = now, now
+		s.writeControl(websocket.PingMessage, nil)
+		s.pinger.Reset(cfg.pongTimeout)
+		return
+	}
+	switch {
+	case s.lastPong.Load() >= s.pingAt:
+		s.awaitingPong = false
+		s.pinger.Reset(time.Duration(s.pingAt+int64(cfg.pingInterval)-now))
+	case s.sending.Load() || s.sentAt.Load() > s.checkFrom:
+		// The reader has been waiting on the backend instead of reading
+		// the socket, where the pong may sit: no verdict on the peer yet.
+		s.checkFrom = now
+		s.pinger.Reset(cfg.pongTimeout)
+	default:
+		s.end(callEnd(status.Newf(codes.Unavailable, "client did not answer a ping within %v", cfg.pongTimeout), nil))
 	}
 }
 
@@ -665,7 +615,7 @@ func (s *wsSession) close() {
 // failed write the connection is broken: the session ends and nothing more
 // is written.
 func (s *wsSession) writeMessage(typ int, data []byte) {
-	if s.writeErr != nil {
+	if s.failed() != nil {
 		return
 	}
 	if err := s.conn.SetWriteDeadline(time.Now().Add(s.h.cfg.writeTimeout)); err != nil {
@@ -677,18 +627,30 @@ func (s *wsSession) writeMessage(typ int, data []byte) {
 	}
 }
 
-// writeControl writes one control frame under the write deadline.
+// writeControl writes one control frame under the write deadline, from
+// any goroutine.
 func (s *wsSession) writeControl(typ int, data []byte) {
-	if s.writeErr != nil {
+	if s.failed() != nil {
 		return
 	}
-	if err := s.conn.WriteControl(typ, data, time.Now().Add(s.h.cfg.writeTimeout)); err != nil {
-		s.writeFailed(err)
+	err := s.conn.WriteControl(typ, data, time.Now().Add(s.h.cfg.writeTimeout))
+	if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
+		s.writeFailed(err) // after the close frame, a pong is simply not sent
 	}
 }
 
+func (s *wsSession) failed() error {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	return s.writeErr
+}
+
 func (s *wsSession) writeFailed(err error) {
-	s.writeErr = err
+	s.failMu.Lock()
+	if s.writeErr == nil {
+		s.writeErr = err
+	}
+	s.failMu.Unlock()
 	s.end(callEnd(status.New(codes.Unavailable, "write to client failed"), nil))
 }
 
