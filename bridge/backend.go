@@ -16,9 +16,10 @@ import (
 
 // openServerStream opens a call of m that takes one request (a unary or
 // server-streaming method, as SSE serves them), sends req and half-closes.
-// A non-nil status means the call could not start.
+// A non-nil status means the call could not start. Responses arrive as
+// wire bytes: RecvMsg takes a *rawFrame.
 func openServerStream(ctx context.Context, m *method, req proto.Message) (grpc.ClientStream, *status.Status) {
-	stream, err := m.conn.NewStream(ctx, &m.streamDesc, m.path)
+	stream, err := m.conn.NewStream(ctx, &m.streamDesc, m.path, grpc.ForceCodecV2(rawCodec{}))
 	if err != nil {
 		return nil, statusFromError(err)
 	}
@@ -44,6 +45,19 @@ func recvStatus(err error) *status.Status {
 func (h *Handler) headersJSON(hdr metadata.MD) []byte {
 	data, _ := json.Marshal(h.responseMD.responseMetadata(hdr)) // a map of strings always marshals
 	return data
+}
+
+// recvWire receives the next response of a stream that openServerStream
+// opened, as wire bytes: wire is valid until free is called. A non-nil
+// status is the call's final one.
+func recvWire(stream grpc.ClientStream, f *rawFrame) (wire []byte, st *status.Status) {
+	if err := stream.RecvMsg(f); err != nil {
+		return nil, recvStatus(err)
+	}
+	if len(f.data) == 1 {
+		return f.data[0].ReadOnlyData(), nil
+	}
+	return f.data.Materialize(), nil
 }
 
 // eventID is the SSE id of a response: its cursor field when the method

@@ -218,21 +218,23 @@ func (s *sseStream) run(ctx, callCtx context.Context, m *method, req proto.Messa
 		}
 		s.out.kick()
 	}
-	// One message is reused for every response: it is fully encoded before
-	// the next RecvMsg overwrites it. Its JSON is encoded into a buffer
-	// borrowed for that moment only, and copied into the pending events.
-	msg := m.output.New().Interface()
+	// Each response's JSON is encoded into a buffer borrowed for that
+	// moment only, and copied into the pending events.
+	enc := newResponseEncoder(h, m)
+	var f rawFrame
 	for {
-		if err := stream.RecvMsg(msg); err != nil {
-			return s.end(ctx, recvStatus(err), stream.Trailer())
+		wire, st := recvWire(stream, &f)
+		if st != nil {
+			return s.end(ctx, st, stream.Trailer())
 		}
 		buf := getSSEBuf()
-		data, err := h.codec.marshal.MarshalAppend(buf, msg)
+		data, id, err := enc.encode(buf, wire, nextSeq)
+		f.free()
 		if err != nil {
-			putSSEBuf(buf)
-			return s.end(ctx, status.Newf(codes.Internal, "encode %s as JSON: %v", m.desc.Output().FullName(), err), nil)
+			putSSEBuf(data)
+			return s.end(ctx, status.Convert(err), nil)
 		}
-		err = s.out.event(eventID(m, msg, nextSeq), sseEventMessage, data)
+		err = s.out.event(id, sseEventMessage, data)
 		putSSEBuf(data)
 		if err != nil {
 			return s.end(ctx, nil, nil)
@@ -350,22 +352,7 @@ func (s *sseStream) finishEvent(st *status.Status, trailers metadata.MD, retry, 
 	})
 }
 
-// cursorID formats the cursor field of a response as an event id. A value
-// that cannot be an id (a string with a line break) gives no id, so the
-// browser keeps the previous one rather than a corrupted stream.
+// cursorID formats the cursor field of a decoded response as an event id.
 func cursorID(msg proto.Message, fd protoreflect.FieldDescriptor) string {
-	v := msg.ProtoReflect().Get(fd)
-	var id string
-	switch fd.Kind() {
-	case protoreflect.StringKind:
-		id = v.String()
-	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		id = strconv.FormatUint(v.Uint(), 10)
-	default:
-		id = strconv.FormatInt(v.Int(), 10)
-	}
-	if !validEventID(id) {
-		return ""
-	}
-	return id
+	return formatCursor(msg.ProtoReflect().Get(fd), fd)
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	bridgev1 "github.com/grpcbridge/grpcbridge/gen/bridge/v1"
+	"github.com/grpcbridge/grpcbridge/internal/wirejson"
 )
 
 // method is one exposed gRPC method with everything a request needs,
@@ -34,6 +35,7 @@ type method struct {
 	cursor     protoreflect.FieldDescriptor // response field for SSE ids, or nil
 	resume     protoreflect.FieldDescriptor // request field set from Last-Event-ID, or nil
 	shared     *sharedHub                   // the method's shared calls, or nil when it is not shared
+	json       *wirejson.Encoder            // SSE responses' JSON from their wire bytes, or nil for protojson only
 }
 
 // binding is one google.api.http rule of a method.
@@ -162,6 +164,9 @@ func newMethod(c *config, md protoreflect.MethodDescriptor) (*method, []binding,
 		conn:   c.defaultBackend,
 		input:  messageType(md.Input()),
 		output: messageType(md.Output()),
+	}
+	if enc := wirejson.New(md.Output()); enc.Supported() {
+		m.json = enc
 	}
 	for _, b := range c.serviceBackends {
 		if matchService(b.pattern, md.Parent().(protoreflect.ServiceDescriptor)) {

@@ -206,22 +206,26 @@ func (c *sharedCall) receive(ctx context.Context, h *Handler, m *method, req pro
 	if hdr, _ := stream.Header(); hdr != nil {
 		c.publish(&sseItem{kind: itemHeaders, data: h.headersJSON(hdr)}, "")
 	}
-	msg := m.output.New().Interface()
-	var seq uint64
+	enc := newResponseEncoder(h, m)
+	var (
+		f   rawFrame
+		seq uint64
+	)
 	for {
-		if err := stream.RecvMsg(msg); err != nil {
-			c.end(&sseItem{kind: itemStatus, st: recvStatus(err), trailers: stream.Trailer()})
-			return
-		}
-		data, err := h.codec.marshal.Marshal(msg)
-		if err != nil {
-			c.end(&sseItem{kind: itemStatus, st: status.Newf(codes.Internal, "encode %s as JSON: %v", m.desc.Output().FullName(), err)})
+		wire, st := recvWire(stream, &f)
+		if st != nil {
+			c.end(&sseItem{kind: itemStatus, st: st, trailers: stream.Trailer()})
 			return
 		}
 		// Ids number the call's events from 1 unless the method has a
 		// cursor: a late subscriber sees them continue, not restart.
 		seq++
-		id := eventID(m, msg, seq)
+		data, id, err := enc.encode(nil, wire, seq)
+		f.free()
+		if err != nil {
+			c.end(&sseItem{kind: itemStatus, st: status.Convert(err)})
+			return
+		}
 		// The event is framed once; every subscriber writes these bytes.
 		frame := appendEvent(make([]byte, 0, len(data)+len(id)+32), id, sseEventMessage, data)
 		c.publish(&sseItem{kind: itemFrame, data: frame, size: len(data)}, id)
