@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -118,35 +119,49 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 	// What serve needs of the request, taken now: a hijacked stream must
 	// not keep the request, whose body holds net/http's buffers.
 	peer, lastID := r.RemoteAddr, r.Header.Get(headerLastEventID)
+	stopDrain := context.AfterFunc(h.streams.drainCtx, func() { cancel(errDraining) })
+	stopExpiry := func() bool { return false } // no maximum duration
+	if d := h.cfg.maxStreamDuration; d > 0 {
+		stopExpiry = time.AfterFunc(d, func() { cancel(errMaxDurationLimit) }).Stop
+	}
+	if hijacked {
+		out.unwatch = watchClose(out.conn, func() { cancel(errPeerGone) })
+	}
+	out.startHeartbeat()
+	s.obs = h.cfg.metrics.StreamStarted(m.name, TransportSSE, lastID != "")
+	s.obs.MessageReceived(proto.Size(req))
+	// The call is opened (or the shared call joined) here, where the stack
+	// is deep already: a hijacked stream's own goroutine then grows only
+	// to what relaying takes, which is what it keeps while it is idle.
+	callCtx, cancelCall := callContext(ctx, timeout)
+	var (
+		sub    *sharedSub
+		stream grpc.ClientStream
+		st     *status.Status
+	)
+	if share {
+		sub = m.shared.subscribe(h, m, key, req, sharedMD, lastID)
+	}
+	if sub == nil {
+		stream, st = openServerStream(metadata.NewOutgoingContext(callCtx, md), m, req)
+	}
 	serve := func() {
 		defer h.streams.end(client)
 		defer cancel(errNotServed)
 		defer out.close()
-		stopDrain := context.AfterFunc(h.streams.drainCtx, func() { cancel(errDraining) })
 		defer stopDrain()
-		if d := h.cfg.maxStreamDuration; d > 0 {
-			expiry := time.AfterFunc(d, func() { cancel(errMaxDurationLimit) })
-			defer expiry.Stop()
-		}
-		if hijacked {
-			out.unwatch = watchClose(out.conn, func() { cancel(errPeerGone) })
-		}
-		out.startHeartbeat()
-		s.obs = h.cfg.metrics.StreamStarted(m.name, TransportSSE, lastID != "")
-		s.obs.MessageReceived(proto.Size(req))
-		var st *status.Status
-		if share {
-			if sub := m.shared.subscribe(h, m, key, req, sharedMD, lastID); sub != nil {
-				st = func() *status.Status {
-					defer sub.leave() // the last to leave ends the shared call
-					return s.relay(ctx, sub.items)
-				}()
-			}
-		}
-		if st == nil {
-			callCtx, cancelCall := callContext(ctx, timeout)
-			defer cancelCall()
-			st = s.run(ctx, metadata.NewOutgoingContext(callCtx, md), m, req, nextSeq)
+		defer stopExpiry()
+		defer cancelCall()
+		switch {
+		case sub != nil:
+			st = func() *status.Status {
+				defer sub.leave() // the last to leave ends the shared call
+				return s.relay(ctx, sub.items)
+			}()
+		case st != nil:
+			st = s.end(ctx, st, nil)
+		default:
+			st = s.run(ctx, stream, m, nextSeq)
 		}
 		s.obs.StreamEnded(st.Code(), 0, s.slow)
 		h.logStreamEnd(ctx, peer, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start, messages: s.messages})
@@ -199,16 +214,11 @@ type sseStream struct {
 	obs      StreamObserver
 }
 
-// run opens the call and relays it until it ends, and returns its final
-// status. It runs on one goroutine, the stream's only one while the call
-// is quiet. ctx is the stream's context; callCtx, derived from it, carries
-// the call's metadata and deadline.
-func (s *sseStream) run(ctx, callCtx context.Context, m *method, req proto.Message, nextSeq uint64) *status.Status {
+// run relays the call until it ends, and returns its final status. It
+// runs on one goroutine, the stream's only one while the call is quiet.
+// ctx is the stream's context.
+func (s *sseStream) run(ctx context.Context, stream grpc.ClientStream, m *method, nextSeq uint64) *status.Status {
 	h := s.h
-	stream, st := openServerStream(callCtx, m, req)
-	if st != nil {
-		return s.end(ctx, st, nil)
-	}
 	// Header blocks until the backend sends headers or ends the call; nil
 	// means it ended without headers (a trailers-only response), whose
 	// status RecvMsg returns next.
@@ -303,6 +313,9 @@ func (s *sseStream) end(ctx context.Context, st *status.Status, trailers metadat
 		default:
 			return status.New(codes.Canceled, errPeerGone.Error())
 		}
+	}
+	if st == nil { // cannot happen: a failed write cancels ctx first
+		st = status.New(codes.Unavailable, "write to client failed")
 	}
 	s.finish(st, trailers)
 	return st

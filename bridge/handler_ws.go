@@ -583,7 +583,7 @@ func (s *wsSession) pingTick() {
 	switch {
 	case s.lastPong.Load() >= s.pingAt:
 		s.awaitingPong = false
-		s.pinger.Reset(time.Duration(s.pingAt+int64(cfg.pingInterval)-now))
+		s.pinger.Reset(time.Duration(s.pingAt + int64(cfg.pingInterval) - now))
 	case s.sending.Load() || s.sentAt.Load() > s.checkFrom:
 		// The reader has been waiting on the backend instead of reading
 		// the socket, where the pong may sit: no verdict on the peer yet.

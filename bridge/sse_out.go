@@ -76,7 +76,7 @@ type sseOut struct {
 	w    http.ResponseWriter // nil once hijacked
 	rc   *http.ResponseController
 	hdr  http.Header // the response's header fields
-	conn net.Conn // the hijacked connection; nil: write through w
+	conn net.Conn    // the hijacked connection; nil: write through w
 	// unwatch stops watching conn for its close (watchClose).
 	unwatch func()
 	// fail ends the stream with a writeError after a failed write. Set
