@@ -244,12 +244,24 @@ func (h *harness) scenarioIdle(ctx context.Context) error {
 	if c.profileDir != "" {
 		heapFile = filepath.Join(c.profileDir, "idle-heap.pprof")
 		goroutineFile = filepath.Join(c.profileDir, "idle-goroutines.txt")
-		if err := fetch("http://"+br.pprofAddr+"/debug/pprof/heap", heapFile, 30*time.Second); err != nil {
+		// gc=1: the profile of the live heap, after a collection. The
+		// figures above include the garbage of opening the streams
+		// (net/http's buffers of hijacked connections among it), which the
+		// next GC cycle frees; an idle bridge allocates nothing, so that
+		// cycle may be minutes away.
+		if err := fetch("http://"+br.pprofAddr+"/debug/pprof/heap?gc=1", heapFile, 30*time.Second); err != nil {
 			return err
 		}
 		if err := fetch("http://"+br.pprofAddr+"/debug/pprof/goroutine?debug=1", goroutineFile, 30*time.Second); err != nil {
 			return err
 		}
+		mem2, err := scrape(br.addr, stack, heap)
+		if err != nil {
+			return err
+		}
+		h.printf("After one GC (run by the heap profile's gc=1): goroutine stacks %.1f KiB and heap objects %.1f KiB per stream, %.1f KiB together "+
+			"(RSS does not drop at once: the runtime returns freed pages to the OS gradually).\n",
+			(mem2[stack]-mem0[stack])/n/kib, (mem2[heap]-mem0[heap])/n/kib, (mem2[stack]+mem2[heap]-mem0[stack]-mem0[heap])/n/kib)
 	}
 
 	// The clients leave.
