@@ -49,16 +49,23 @@ func (e *responseEncoder) encode(dst, wire []byte, seq uint64) ([]byte, string, 
 }
 
 // slow decodes the response and encodes it with protojson.
-func (e *responseEncoder) slow(dst, wire []byte, seq uint64) ([]byte, string, error) {
+func (e *responseEncoder) slow(dst, wire []byte, seq uint64) (out []byte, id string, err error) {
 	m := e.m
 	if e.msg == nil {
 		e.msg = m.output.New().Interface()
 	}
+	// Decoding malformed map entries into a dynamic message can panic in
+	// protobuf-go (proto/decode.go, "cannot convert nil to map key"): a
+	// backend's bad bytes must end its stream, not the process.
+	defer func() {
+		if p := recover(); p != nil {
+			out, id, err = dst, "", status.Errorf(codes.Internal, "grpc: failed to unmarshal the received message: %v", p)
+		}
+	}()
 	if err := proto.Unmarshal(wire, e.msg); err != nil {
 		return dst, "", status.Errorf(codes.Internal, "grpc: failed to unmarshal the received message: %v", err)
 	}
-	out, err := e.h.codec.marshal.MarshalAppend(dst, e.msg)
-	if err != nil {
+	if out, err = e.h.codec.marshal.MarshalAppend(dst, e.msg); err != nil {
 		return dst, "", status.Errorf(codes.Internal, "encode %s as JSON: %v", m.desc.Output().FullName(), err)
 	}
 	return out, eventID(m, e.msg, seq), nil
