@@ -133,7 +133,12 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 	// The call is opened (or the shared call joined) here, where the stack
 	// is deep already: a hijacked stream's own goroutine then grows only
 	// to what relaying takes, which is what it keeps while it is idle.
-	callCtx, cancelCall := callContext(ctx, timeout)
+	// Without a deadline the stream's own context serves the call: a
+	// context less per idle stream.
+	callCtx, cancelCall := ctx, func() {}
+	if timeout != noTimeout {
+		callCtx, cancelCall = context.WithTimeout(ctx, timeout)
+	}
 	var (
 		sub    *sharedSub
 		stream grpc.ClientStream

@@ -160,6 +160,7 @@ func (o *sseOut) commitLocked() {
 	o.grow()
 	if o.conn != nil {
 		o.pending = appendResponseHead(o.pending, http.StatusOK, hdr)
+		o.hdr = nil // written: an idle stream need not keep it
 	} else {
 		o.w.WriteHeader(http.StatusOK)
 	}
