@@ -54,7 +54,7 @@ soak: ## Soak a bridge process with 5,000 SSE and 1,000 WebSocket clients for $(
 	SOAK_REPORT=$${SOAK_REPORT:-} go test ./reliability -run '^TestSoak$$' -soak=$(SOAK) -count=1 -v -timeout 30m
 
 .PHONY: bench
-bench: ## Benchmark the bridge against direct gRPC and grpc-gateway, idle streams and fan-out (about 4 minutes; docs/benchmarks.md)
+bench: ## Benchmark the bridge against direct gRPC and grpc-gateway, idle streams and fan-out (about 3 minutes; docs/benchmarks.md)
 	@mkdir -p .tmp/bench
 	go build -o .tmp/bin/bench ./cmd/bench
 	.tmp/bin/bench -profile .tmp/bench | tee .tmp/bench/report.md
