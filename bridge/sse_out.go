@@ -141,6 +141,7 @@ func (o *sseOut) beat() {
 		return
 	}
 	o.commitLocked()
+	o.grow()
 	o.pending = append(o.pending, ssePing...)
 	o.startWriterLocked()
 	o.heartbeat.Reset(interval)
