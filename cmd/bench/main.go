@@ -205,6 +205,7 @@ func (h *harness) header(started time.Time) {
 	h.printf("- date: %s\n", started.UTC().Format(time.RFC3339))
 	h.printf("- machine: %s, %d CPUs (%s), MemTotal %s, RLIMIT_NOFILE %d\n", host, runtime.NumCPU(), cpu, mem, lim.Cur)
 	h.printf("- command: bench %s\n", strings.Join(os.Args[1:], " "))
+	h.printf("- the bridge runs with %s, as deploy/Dockerfile sets it\n", bridgeGODEBUG)
 }
 
 func (h *harness) track(p *proc) *proc {
@@ -237,6 +238,11 @@ func (h *harness) startDemo() (string, error) {
 	return addr, p.waitReady(30*time.Second, tcpReady(addr))
 }
 
+// bridgeGODEBUG is the runtime setting that deploy/Dockerfile gives the
+// bridge: new goroutines start with the minimum stack (see
+// docs/deploy.md).
+const bridgeGODEBUG = "GODEBUG=adaptivestackstart=0"
+
 // bridgeProc is a running bridge.
 type bridgeProc struct {
 	*proc
@@ -252,7 +258,7 @@ func (h *harness) startBridge(name, backend string, profile bool, extra ...strin
 		return nil, err
 	}
 	b := &bridgeProc{addr: addr}
-	var env []string
+	env := []string{bridgeGODEBUG} // as deploy/Dockerfile runs it
 	if profile {
 		if b.pprofAddr, err = freeAddr(); err != nil {
 			return nil, err
