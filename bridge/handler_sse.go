@@ -16,33 +16,6 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// sseFlushBytes bounds the events that the writer batches before it
-// flushes even though more are queued: enough to fill a TCP segment or an
-// HTTP/2 frame, small enough that memory per stream stays bounded.
-const sseFlushBytes = 32 << 10
-
-// sseItem is what a receiver goroutine hands to the writer: the backend's
-// response headers, one encoded message, or the final status. Items of a
-// shared call are shared by its subscribers and read-only.
-type sseItem struct {
-	kind     sseItemKind
-	id       string // event id of a message
-	data     []byte // JSON of a message or of the headers; a whole event for itemFrame
-	size     int    // itemFrame: the size of the message's JSON
-	st       *status.Status
-	trailers metadata.MD
-}
-
-type sseItemKind uint8
-
-const (
-	itemHeaders sseItemKind = iota + 1
-	itemMessage
-	itemFrame   // a message event of a shared call, framed once for every subscriber
-	itemStatus  // the final status
-	itemDropped // a shared call's subscriber fell behind: st is its final status
-)
-
 // serveSSE serves one call of m as an event stream.
 func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pathParams map[string]string, b binding) {
 	if m.streamDesc.ClientStreams {

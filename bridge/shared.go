@@ -25,6 +25,26 @@ import (
 // writes its own queue with the usual SSE machinery (sseStream.relay), so a
 // shared subscriber costs no goroutine besides that one.
 
+// sseItem is what a shared call's receiver hands to each subscriber: the
+// backend's response headers, one message event, or the final status.
+// Items are shared by the subscribers and read-only.
+type sseItem struct {
+	kind     sseItemKind
+	data     []byte // JSON of the headers; a whole event for itemFrame
+	size     int    // itemFrame: the size of the message's JSON
+	st       *status.Status
+	trailers metadata.MD
+}
+
+type sseItemKind uint8
+
+const (
+	itemHeaders sseItemKind = iota + 1
+	itemFrame               // a message event, framed once for every subscriber
+	itemStatus              // the final status
+	itemDropped             // the subscriber fell behind: st is its final status
+)
+
 // sharedKeyExcluded are the metadata keys that describe one HTTP request
 // rather than the caller: the bridge's own forwarding headers and the
 // per-request trace and correlation ids. They would make every key unique,

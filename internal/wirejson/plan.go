@@ -265,7 +265,7 @@ func (b *builder) field(f *fieldPlan, fd protoreflect.FieldDescriptor, oneofSlot
 
 	name, ok := appendString(nil, []byte(fd.JSONName()))
 	f.name = append(name, ':')
-	f.bad = !ok || fd.IsWeak() || fd.IsExtension()
+	f.bad = !ok || fd.IsExtension()
 
 	f.wt = wireType(f.kind)
 	switch f.kind {

@@ -16,7 +16,7 @@ import (
 // and for an unsupported fd. Only the framing of the top-level fields is
 // checked, not the contents of other fields. Bytes values are copied.
 func Scalar(wire []byte, fd protoreflect.FieldDescriptor) (v protoreflect.Value, ok bool) {
-	if fd == nil || fd.IsList() || fd.IsMap() || fd.IsExtension() || fd.IsWeak() {
+	if fd == nil || fd.IsList() || fd.IsMap() || fd.IsExtension() {
 		return v, false
 	}
 	kind := fd.Kind()
