@@ -64,7 +64,7 @@ func recvWire(stream grpc.ClientStream, f *rawFrame) (wire []byte, st *status.St
 // has one, or else its position seq in the stream.
 func eventID(m *method, msg proto.Message, seq uint64) string {
 	if m.cursor != nil {
-		return cursorID(msg, m.cursor)
+		return formatCursor(msg.ProtoReflect().Get(m.cursor), m.cursor)
 	}
 	return strconv.FormatUint(seq, 10)
 }

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // serveSSE serves one call of m as an event stream.
@@ -204,10 +203,11 @@ func (s *sseStream) run(ctx context.Context, stream grpc.ClientStream, m *method
 		if err := s.out.event("", sseEventHeaders, h.headersJSON(hdr)); err != nil {
 			return s.end(ctx, nil, nil)
 		}
-		s.out.kick()
 	}
 	// Each response's JSON is encoded into a buffer borrowed for that
-	// moment only, and copied into the pending events.
+	// moment only, and copied into the pending events. The writer takes
+	// everything pending when it gets to it: messages that arrive meanwhile
+	// share its next write.
 	enc := newResponseEncoder(h, m)
 	var f rawFrame
 	for {
@@ -230,9 +230,6 @@ func (s *sseStream) run(ctx context.Context, stream grpc.ClientStream, m *method
 		nextSeq++
 		s.messages++
 		s.obs.MessageSent(len(data))
-		// The writer takes everything pending when it gets to it: messages
-		// that arrive meanwhile share its next write.
-		s.out.kick()
 	}
 }
 
@@ -240,6 +237,7 @@ func (s *sseStream) run(ctx context.Context, stream grpc.ClientStream, m *method
 // and returns its final status. It writes on its own goroutine, when no
 // further event is queued: the subscription's queue is the backpressure.
 func (s *sseStream) relay(ctx context.Context, items <-chan *sseItem) *status.Status {
+	s.out.inline = true
 	for {
 		select {
 		case it := <-items:
@@ -341,9 +339,4 @@ func (s *sseStream) finishEvent(st *status.Status, trailers metadata.MD, retry, 
 		}
 		o.pending = appendEvent(o.pending, "", event, data)
 	})
-}
-
-// cursorID formats the cursor field of a decoded response as an event id.
-func cursorID(msg proto.Message, fd protoreflect.FieldDescriptor) string {
-	return formatCursor(msg.ProtoReflect().Get(fd), fd)
 }

@@ -522,15 +522,10 @@ func (s *wsSession) receive(stream grpc.ClientStream) {
 	for !s.isEnded() {
 		// Each response goes out as the bytes the backend sent.
 		var msg rawFrame
-		if err := stream.RecvMsg(&msg); err != nil {
-			s.end(callEnd(recvStatus(err), stream.Trailer()))
+		data, st := recvWire(stream, &msg)
+		if st != nil {
+			s.end(callEnd(st, stream.Trailer()))
 			return
-		}
-		var data []byte
-		if len(msg.data) == 1 {
-			data = msg.data[0].ReadOnlyData()
-		} else {
-			data = msg.data.Materialize()
 		}
 		s.writeMessage(websocket.BinaryMessage, data)
 		msg.free()

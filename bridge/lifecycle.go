@@ -24,8 +24,7 @@ type streams struct {
 	// ending on it with context.AfterFunc, which costs no goroutine.
 	drainCtx   context.Context
 	startDrain context.CancelFunc
-	draining   <-chan struct{} // drainCtx.Done()
-	idle       chan struct{}   // closed when draining and no stream is live
+	idle       chan struct{} // closed when draining and no stream is live
 }
 
 // admission is the answer to a stream that wants to begin.
@@ -46,7 +45,6 @@ func newStreams(maxTotal, maxPerClient int) *streams {
 		byClient:     make(map[string]int),
 		drainCtx:     drainCtx,
 		startDrain:   startDrain,
-		draining:     drainCtx.Done(),
 		idle:         make(chan struct{}),
 	}
 }
@@ -101,7 +99,7 @@ func (s *streams) refusal(a admission) (int, *status.Status) {
 	}
 }
 
-// drain starts the drain once; streams watch the draining channel.
+// drain starts the drain once; streams watch drainCtx.
 func (s *streams) drain() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -115,12 +113,7 @@ func (s *streams) drain() {
 }
 
 func (s *streams) isDraining() bool {
-	select {
-	case <-s.draining:
-		return true
-	default:
-		return false
-	}
+	return s.drainCtx.Err() != nil
 }
 
 // Shutdown drains the handler for a graceful stop, as on SIGTERM: new

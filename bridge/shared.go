@@ -228,8 +228,9 @@ func (c *sharedCall) receive(ctx context.Context, h *Handler, m *method, req pro
 	}
 	enc := newResponseEncoder(h, m)
 	var (
-		f   rawFrame
-		seq uint64
+		f    rawFrame
+		seq  uint64
+		json []byte // each message's JSON, copied into its frame
 	)
 	for {
 		wire, st := recvWire(stream, &f)
@@ -240,8 +241,9 @@ func (c *sharedCall) receive(ctx context.Context, h *Handler, m *method, req pro
 		// Ids number the call's events from 1 unless the method has a
 		// cursor: a late subscriber sees them continue, not restart.
 		seq++
-		data, id, err := enc.encode(nil, wire, seq)
+		data, id, err := enc.encode(json[:0], wire, seq)
 		f.free()
+		json = data
 		if err != nil {
 			c.end(&sseItem{kind: itemStatus, st: status.Convert(err)})
 			return

@@ -82,6 +82,10 @@ type sseOut struct {
 	// fail ends the stream with a writeError after a failed write. Set
 	// before the first write.
 	fail context.CancelCauseFunc
+	// inline: the producer writes what it added itself (flush), when it
+	// has nothing more queued; otherwise each addition makes sure a writer
+	// is on its way. Read by the producer only.
+	inline bool
 
 	mu        sync.Mutex
 	room      sync.Cond // signalled when a write ends and when the writer stops
@@ -179,6 +183,7 @@ func (o *sseOut) event(id, event string, data []byte) error {
 	}
 	o.commitLocked()
 	o.pending = appendEvent(o.pending, id, event, data)
+	o.addedLocked()
 	return nil
 }
 
@@ -191,7 +196,16 @@ func (o *sseOut) frame(b []byte) error {
 	}
 	o.commitLocked()
 	o.pending = append(o.pending, b...)
+	o.addedLocked()
 	return nil
+}
+
+// addedLocked starts a writer for what was just added, unless the
+// producer writes inline.
+func (o *sseOut) addedLocked() {
+	if !o.inline {
+		o.startWriterLocked()
+	}
 }
 
 // grow gives the stream a pending buffer from the pool when it has none.
@@ -213,14 +227,6 @@ func (o *sseOut) waitRoomLocked() error {
 	}
 	o.grow()
 	return nil
-}
-
-// kick makes sure a writer is on its way for what is pending, and returns
-// at once.
-func (o *sseOut) kick() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.startWriterLocked()
 }
 
 func (o *sseOut) startWriterLocked() {
