@@ -7,6 +7,7 @@
 package demov1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -29,9 +30,9 @@ type ChatMessage struct {
 	Room string `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
 	// Sender's display name.
 	User string `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
-	// Message text; empty to only join the room.
+	// Message text; empty to only join the room (Chat), required for Post.
 	Text string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
-	// Time the server delivered the message.
+	// Time the server delivered the message; set by the server.
 	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -99,14 +100,15 @@ var File_demo_v1_chat_proto protoreflect.FileDescriptor
 
 const file_demo_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x12demo/v1/chat.proto\x12\ademo.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n" +
+	"\x12demo/v1/chat.proto\x12\ademo.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n" +
 	"\vChatMessage\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x12\n" +
 	"\x04text\x18\x03 \x01(\tR\x04text\x12.\n" +
-	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time2E\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time2\x9f\x01\n" +
 	"\vChatService\x126\n" +
-	"\x04Chat\x12\x14.demo.v1.ChatMessage\x1a\x14.demo.v1.ChatMessage(\x010\x01B\x8a\x01\n" +
+	"\x04Chat\x12\x14.demo.v1.ChatMessage\x1a\x14.demo.v1.ChatMessage(\x010\x01\x12X\n" +
+	"\x04Post\x12\x14.demo.v1.ChatMessage\x1a\x14.demo.v1.ChatMessage\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/rooms/{room}/messagesB\x8a\x01\n" +
 	"\vcom.demo.v1B\tChatProtoP\x01Z3github.com/grpcbridge/grpcbridge/gen/demo/v1;demov1\xa2\x02\x03DXX\xaa\x02\aDemo.V1\xca\x02\aDemo\\V1\xe2\x02\x13Demo\\V1\\GPBMetadata\xea\x02\bDemo::V1b\x06proto3"
 
 var (
@@ -129,9 +131,11 @@ var file_demo_v1_chat_proto_goTypes = []any{
 var file_demo_v1_chat_proto_depIdxs = []int32{
 	1, // 0: demo.v1.ChatMessage.time:type_name -> google.protobuf.Timestamp
 	0, // 1: demo.v1.ChatService.Chat:input_type -> demo.v1.ChatMessage
-	0, // 2: demo.v1.ChatService.Chat:output_type -> demo.v1.ChatMessage
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
+	0, // 2: demo.v1.ChatService.Post:input_type -> demo.v1.ChatMessage
+	0, // 3: demo.v1.ChatService.Chat:output_type -> demo.v1.ChatMessage
+	0, // 4: demo.v1.ChatService.Post:output_type -> demo.v1.ChatMessage
+	3, // [3:5] is the sub-list for method output_type
+	1, // [1:3] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
 	1, // [1:1] is the sub-list for extension extendee
 	0, // [0:1] is the sub-list for field type_name

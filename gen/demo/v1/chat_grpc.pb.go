@@ -20,18 +20,24 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	ChatService_Chat_FullMethodName = "/demo.v1.ChatService/Chat"
+	ChatService_Post_FullMethodName = "/demo.v1.ChatService/Post"
 )
 
 // ChatServiceClient is the client API for ChatService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// ChatService is a multi-room chat over one bidirectional stream per client.
+// ChatService is a multi-room chat over one bidirectional stream per client,
+// and a unary call to post to a room without joining it.
 type ChatServiceClient interface {
 	// Chat joins the room named in each message the client sends. A message
 	// with empty text only joins; any other message is delivered, with time
 	// set by the server, to every stream in that room, the sender included.
 	Chat(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ChatMessage, ChatMessage], error)
+	// Post delivers one message to every Chat stream in its room, exactly as
+	// a Chat message is, and returns it with time set. Room and text are
+	// required.
+	Post(ctx context.Context, in *ChatMessage, opts ...grpc.CallOption) (*ChatMessage, error)
 }
 
 type chatServiceClient struct {
@@ -55,16 +61,31 @@ func (c *chatServiceClient) Chat(ctx context.Context, opts ...grpc.CallOption) (
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ChatService_ChatClient = grpc.BidiStreamingClient[ChatMessage, ChatMessage]
 
+func (c *chatServiceClient) Post(ctx context.Context, in *ChatMessage, opts ...grpc.CallOption) (*ChatMessage, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChatMessage)
+	err := c.cc.Invoke(ctx, ChatService_Post_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ChatServiceServer is the server API for ChatService service.
 // All implementations must embed UnimplementedChatServiceServer
 // for forward compatibility.
 //
-// ChatService is a multi-room chat over one bidirectional stream per client.
+// ChatService is a multi-room chat over one bidirectional stream per client,
+// and a unary call to post to a room without joining it.
 type ChatServiceServer interface {
 	// Chat joins the room named in each message the client sends. A message
 	// with empty text only joins; any other message is delivered, with time
 	// set by the server, to every stream in that room, the sender included.
 	Chat(grpc.BidiStreamingServer[ChatMessage, ChatMessage]) error
+	// Post delivers one message to every Chat stream in its room, exactly as
+	// a Chat message is, and returns it with time set. Room and text are
+	// required.
+	Post(context.Context, *ChatMessage) (*ChatMessage, error)
 	mustEmbedUnimplementedChatServiceServer()
 }
 
@@ -77,6 +98,9 @@ type UnimplementedChatServiceServer struct{}
 
 func (UnimplementedChatServiceServer) Chat(grpc.BidiStreamingServer[ChatMessage, ChatMessage]) error {
 	return status.Error(codes.Unimplemented, "method Chat not implemented")
+}
+func (UnimplementedChatServiceServer) Post(context.Context, *ChatMessage) (*ChatMessage, error) {
+	return nil, status.Error(codes.Unimplemented, "method Post not implemented")
 }
 func (UnimplementedChatServiceServer) mustEmbedUnimplementedChatServiceServer() {}
 func (UnimplementedChatServiceServer) testEmbeddedByValue()                     {}
@@ -106,13 +130,36 @@ func _ChatService_Chat_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ChatService_ChatServer = grpc.BidiStreamingServer[ChatMessage, ChatMessage]
 
+func _ChatService_Post_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChatMessage)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServiceServer).Post(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChatService_Post_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServiceServer).Post(ctx, req.(*ChatMessage))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ChatService_ServiceDesc is the grpc.ServiceDesc for ChatService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var ChatService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "demo.v1.ChatService",
 	HandlerType: (*ChatServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Post",
+			Handler:    _ChatService_Post_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Chat",

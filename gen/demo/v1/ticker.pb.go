@@ -97,12 +97,59 @@ func (x *WatchRequest) GetLimit() int32 {
 	return 0
 }
 
+// QuoteRequest selects the symbol to quote.
+type QuoteRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Symbol to quote; required.
+	Symbol        string `protobuf:"bytes,1,opt,name=symbol,proto3" json:"symbol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuoteRequest) Reset() {
+	*x = QuoteRequest{}
+	mi := &file_demo_v1_ticker_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuoteRequest) ProtoMessage() {}
+
+func (x *QuoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_demo_v1_ticker_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuoteRequest.ProtoReflect.Descriptor instead.
+func (*QuoteRequest) Descriptor() ([]byte, []int) {
+	return file_demo_v1_ticker_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *QuoteRequest) GetSymbol() string {
+	if x != nil {
+		return x.Symbol
+	}
+	return ""
+}
+
 // Tick is one price observation.
 type Tick struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Symbol the tick belongs to.
 	Symbol string `protobuf:"bytes,1,opt,name=symbol,proto3" json:"symbol,omitempty"`
-	// Sequence number, starting at 1 for each symbol.
+	// Sequence number: Watch counts up from after_seq + 1 (so from 1 for a
+	// new stream); Quote sets the seconds since the Unix epoch.
 	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	// Price, a pure function of (symbol, seq).
 	Price float64 `protobuf:"fixed64,3,opt,name=price,proto3" json:"price,omitempty"`
@@ -114,7 +161,7 @@ type Tick struct {
 
 func (x *Tick) Reset() {
 	*x = Tick{}
-	mi := &file_demo_v1_ticker_proto_msgTypes[1]
+	mi := &file_demo_v1_ticker_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -126,7 +173,7 @@ func (x *Tick) String() string {
 func (*Tick) ProtoMessage() {}
 
 func (x *Tick) ProtoReflect() protoreflect.Message {
-	mi := &file_demo_v1_ticker_proto_msgTypes[1]
+	mi := &file_demo_v1_ticker_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -139,7 +186,7 @@ func (x *Tick) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tick.ProtoReflect.Descriptor instead.
 func (*Tick) Descriptor() ([]byte, []int) {
-	return file_demo_v1_ticker_proto_rawDescGZIP(), []int{1}
+	return file_demo_v1_ticker_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Tick) GetSymbol() string {
@@ -180,16 +227,19 @@ const file_demo_v1_ticker_proto_rawDesc = "" +
 	"\vinterval_ms\x18\x02 \x01(\x05R\n" +
 	"intervalMs\x12\x1b\n" +
 	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\x05R\x05limit\"v\n" +
+	"\x05limit\x18\x04 \x01(\x05R\x05limit\"&\n" +
+	"\fQuoteRequest\x12\x16\n" +
+	"\x06symbol\x18\x01 \x01(\tR\x06symbol\"v\n" +
 	"\x04Tick\x12\x16\n" +
 	"\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05price\x18\x03 \x01(\x01R\x05price\x12.\n" +
-	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time2z\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time2\xca\x01\n" +
 	"\rTickerService\x12i\n" +
 	"\x05Watch\x12\x15.demo.v1.WatchRequest\x1a\r.demo.v1.Tick\"8\xb2\xa7\x19\x12\n" +
 	"\x10\n" +
-	"\x03seq\x12\tafter_seq\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tickers/{symbol}:watch0\x01B\x8c\x01\n" +
+	"\x03seq\x12\tafter_seq\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tickers/{symbol}:watch0\x01\x12N\n" +
+	"\x05Quote\x12\x15.demo.v1.QuoteRequest\x1a\r.demo.v1.Tick\"\x1f\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/tickers/{symbol}\x90\x02\x01B\x8c\x01\n" +
 	"\vcom.demo.v1B\vTickerProtoP\x01Z3github.com/grpcbridge/grpcbridge/gen/demo/v1;demov1\xa2\x02\x03DXX\xaa\x02\aDemo.V1\xca\x02\aDemo\\V1\xe2\x02\x13Demo\\V1\\GPBMetadata\xea\x02\bDemo::V1b\x06proto3"
 
 var (
@@ -204,18 +254,21 @@ func file_demo_v1_ticker_proto_rawDescGZIP() []byte {
 	return file_demo_v1_ticker_proto_rawDescData
 }
 
-var file_demo_v1_ticker_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_demo_v1_ticker_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_demo_v1_ticker_proto_goTypes = []any{
 	(*WatchRequest)(nil),          // 0: demo.v1.WatchRequest
-	(*Tick)(nil),                  // 1: demo.v1.Tick
-	(*timestamppb.Timestamp)(nil), // 2: google.protobuf.Timestamp
+	(*QuoteRequest)(nil),          // 1: demo.v1.QuoteRequest
+	(*Tick)(nil),                  // 2: demo.v1.Tick
+	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
 }
 var file_demo_v1_ticker_proto_depIdxs = []int32{
-	2, // 0: demo.v1.Tick.time:type_name -> google.protobuf.Timestamp
+	3, // 0: demo.v1.Tick.time:type_name -> google.protobuf.Timestamp
 	0, // 1: demo.v1.TickerService.Watch:input_type -> demo.v1.WatchRequest
-	1, // 2: demo.v1.TickerService.Watch:output_type -> demo.v1.Tick
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
+	1, // 2: demo.v1.TickerService.Quote:input_type -> demo.v1.QuoteRequest
+	2, // 3: demo.v1.TickerService.Watch:output_type -> demo.v1.Tick
+	2, // 4: demo.v1.TickerService.Quote:output_type -> demo.v1.Tick
+	3, // [3:5] is the sub-list for method output_type
+	1, // [1:3] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
 	1, // [1:1] is the sub-list for extension extendee
 	0, // [0:1] is the sub-list for field type_name
@@ -232,7 +285,7 @@ func file_demo_v1_ticker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_demo_v1_ticker_proto_rawDesc), len(file_demo_v1_ticker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

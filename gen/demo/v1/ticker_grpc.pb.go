@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	TickerService_Watch_FullMethodName = "/demo.v1.TickerService/Watch"
+	TickerService_Quote_FullMethodName = "/demo.v1.TickerService/Quote"
 )
 
 // TickerServiceClient is the client API for TickerService service.
@@ -34,6 +35,10 @@ type TickerServiceClient interface {
 	// after_seq. Over SSE the tick's seq is the event id, and Last-Event-ID
 	// sets after_seq on reconnect.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Tick], error)
+	// Quote returns the latest tick of a symbol: seq is the number of seconds
+	// since the Unix epoch and price the same pure function of (symbol, seq)
+	// that Watch uses. It has no side effects, so a link may call it with GET.
+	Quote(ctx context.Context, in *QuoteRequest, opts ...grpc.CallOption) (*Tick, error)
 }
 
 type tickerServiceClient struct {
@@ -63,6 +68,16 @@ func (c *tickerServiceClient) Watch(ctx context.Context, in *WatchRequest, opts 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TickerService_WatchClient = grpc.ServerStreamingClient[Tick]
 
+func (c *tickerServiceClient) Quote(ctx context.Context, in *QuoteRequest, opts ...grpc.CallOption) (*Tick, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Tick)
+	err := c.cc.Invoke(ctx, TickerService_Quote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TickerServiceServer is the server API for TickerService service.
 // All implementations must embed UnimplementedTickerServiceServer
 // for forward compatibility.
@@ -75,6 +90,10 @@ type TickerServiceServer interface {
 	// after_seq. Over SSE the tick's seq is the event id, and Last-Event-ID
 	// sets after_seq on reconnect.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[Tick]) error
+	// Quote returns the latest tick of a symbol: seq is the number of seconds
+	// since the Unix epoch and price the same pure function of (symbol, seq)
+	// that Watch uses. It has no side effects, so a link may call it with GET.
+	Quote(context.Context, *QuoteRequest) (*Tick, error)
 	mustEmbedUnimplementedTickerServiceServer()
 }
 
@@ -87,6 +106,9 @@ type UnimplementedTickerServiceServer struct{}
 
 func (UnimplementedTickerServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[Tick]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedTickerServiceServer) Quote(context.Context, *QuoteRequest) (*Tick, error) {
+	return nil, status.Error(codes.Unimplemented, "method Quote not implemented")
 }
 func (UnimplementedTickerServiceServer) mustEmbedUnimplementedTickerServiceServer() {}
 func (UnimplementedTickerServiceServer) testEmbeddedByValue()                       {}
@@ -120,13 +142,36 @@ func _TickerService_Watch_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TickerService_WatchServer = grpc.ServerStreamingServer[Tick]
 
+func _TickerService_Quote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(QuoteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TickerServiceServer).Quote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TickerService_Quote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TickerServiceServer).Quote(ctx, req.(*QuoteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TickerService_ServiceDesc is the grpc.ServiceDesc for TickerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var TickerService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "demo.v1.TickerService",
 	HandlerType: (*TickerServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Quote",
+			Handler:    _TickerService_Quote_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Watch",

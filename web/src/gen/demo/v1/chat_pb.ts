@@ -4,6 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_google_api_annotations } from "../../google/api/annotations_pb";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file demo/v1/chat.proto.
  */
 export const file_demo_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJkZW1vL3YxL2NoYXQucHJvdG8SB2RlbW8udjEiYQoLQ2hhdE1lc3NhZ2USDAoEcm9vbRgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBHRleHQYAyABKAkSKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyRQoLQ2hhdFNlcnZpY2USNgoEQ2hhdBIULmRlbW8udjEuQ2hhdE1lc3NhZ2UaFC5kZW1vLnYxLkNoYXRNZXNzYWdlKAEwAUKKAQoLY29tLmRlbW8udjFCCUNoYXRQcm90b1ABWjNnaXRodWIuY29tL2dycGNicmlkZ2UvZ3JwY2JyaWRnZS9nZW4vZGVtby92MTtkZW1vdjGiAgNEWFiqAgdEZW1vLlYxygIHRGVtb1xWMeICE0RlbW9cVjFcR1BCTWV0YWRhdGHqAghEZW1vOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChJkZW1vL3YxL2NoYXQucHJvdG8SB2RlbW8udjEiYQoLQ2hhdE1lc3NhZ2USDAoEcm9vbRgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBHRleHQYAyABKAkSKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAynwEKC0NoYXRTZXJ2aWNlEjYKBENoYXQSFC5kZW1vLnYxLkNoYXRNZXNzYWdlGhQuZGVtby52MS5DaGF0TWVzc2FnZSgBMAESWAoEUG9zdBIULmRlbW8udjEuQ2hhdE1lc3NhZ2UaFC5kZW1vLnYxLkNoYXRNZXNzYWdlIiSC0+STAh46ASoiGS92MS9yb29tcy97cm9vbX0vbWVzc2FnZXNCigEKC2NvbS5kZW1vLnYxQglDaGF0UHJvdG9QAVozZ2l0aHViLmNvbS9ncnBjYnJpZGdlL2dycGNicmlkZ2UvZ2VuL2RlbW8vdjE7ZGVtb3YxogIDRFhYqgIHRGVtby5WMcoCB0RlbW9cVjHiAhNEZW1vXFYxXEdQQk1ldGFkYXRh6gIIRGVtbzo6VjFiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * ChatMessage is a message sent to, or delivered from, a room.
@@ -35,14 +36,14 @@ export type ChatMessage = Message<"demo.v1.ChatMessage"> & {
   user: string;
 
   /**
-   * Message text; empty to only join the room.
+   * Message text; empty to only join the room (Chat), required for Post.
    *
    * @generated from field: string text = 3;
    */
   text: string;
 
   /**
-   * Time the server delivered the message.
+   * Time the server delivered the message; set by the server.
    *
    * @generated from field: google.protobuf.Timestamp time = 4;
    */
@@ -57,7 +58,8 @@ export const ChatMessageSchema: GenMessage<ChatMessage> = /*@__PURE__*/
   messageDesc(file_demo_v1_chat, 0);
 
 /**
- * ChatService is a multi-room chat over one bidirectional stream per client.
+ * ChatService is a multi-room chat over one bidirectional stream per client,
+ * and a unary call to post to a room without joining it.
  *
  * @generated from service demo.v1.ChatService
  */
@@ -71,6 +73,18 @@ export const ChatService: GenService<{
    */
   chat: {
     methodKind: "bidi_streaming";
+    input: typeof ChatMessageSchema;
+    output: typeof ChatMessageSchema;
+  },
+  /**
+   * Post delivers one message to every Chat stream in its room, exactly as
+   * a Chat message is, and returns it with time set. Room and text are
+   * required.
+   *
+   * @generated from rpc demo.v1.ChatService.Post
+   */
+  post: {
+    methodKind: "unary";
     input: typeof ChatMessageSchema;
     output: typeof ChatMessageSchema;
   },

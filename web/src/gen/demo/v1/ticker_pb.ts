@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file demo/v1/ticker.proto.
  */
 export const file_demo_v1_ticker: GenFile = /*@__PURE__*/
-  fileDesc("ChRkZW1vL3YxL3RpY2tlci5wcm90bxIHZGVtby52MSJVCgxXYXRjaFJlcXVlc3QSDgoGc3ltYm9sGAEgASgJEhMKC2ludGVydmFsX21zGAIgASgFEhEKCWFmdGVyX3NlcRgDIAEoBBINCgVsaW1pdBgEIAEoBSJcCgRUaWNrEg4KBnN5bWJvbBgBIAEoCRILCgNzZXEYAiABKAQSDQoFcHJpY2UYAyABKAESKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyegoNVGlja2VyU2VydmljZRJpCgVXYXRjaBIVLmRlbW8udjEuV2F0Y2hSZXF1ZXN0Gg0uZGVtby52MS5UaWNrIjiypxkSChAKA3NlcRIJYWZ0ZXJfc2VxgtPkkwIcEhovdjEvdGlja2Vycy97c3ltYm9sfTp3YXRjaDABQowBCgtjb20uZGVtby52MUILVGlja2VyUHJvdG9QAVozZ2l0aHViLmNvbS9ncnBjYnJpZGdlL2dycGNicmlkZ2UvZ2VuL2RlbW8vdjE7ZGVtb3YxogIDRFhYqgIHRGVtby5WMcoCB0RlbW9cVjHiAhNEZW1vXFYxXEdQQk1ldGFkYXRh6gIIRGVtbzo6VjFiBnByb3RvMw", [file_bridge_v1_options, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("ChRkZW1vL3YxL3RpY2tlci5wcm90bxIHZGVtby52MSJVCgxXYXRjaFJlcXVlc3QSDgoGc3ltYm9sGAEgASgJEhMKC2ludGVydmFsX21zGAIgASgFEhEKCWFmdGVyX3NlcRgDIAEoBBINCgVsaW1pdBgEIAEoBSIeCgxRdW90ZVJlcXVlc3QSDgoGc3ltYm9sGAEgASgJIlwKBFRpY2sSDgoGc3ltYm9sGAEgASgJEgsKA3NlcRgCIAEoBBINCgVwcmljZRgDIAEoARIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDLKAQoNVGlja2VyU2VydmljZRJpCgVXYXRjaBIVLmRlbW8udjEuV2F0Y2hSZXF1ZXN0Gg0uZGVtby52MS5UaWNrIjiypxkSChAKA3NlcRIJYWZ0ZXJfc2VxgtPkkwIcEhovdjEvdGlja2Vycy97c3ltYm9sfTp3YXRjaDABEk4KBVF1b3RlEhUuZGVtby52MS5RdW90ZVJlcXVlc3QaDS5kZW1vLnYxLlRpY2siH5ACAYLT5JMCFhIUL3YxL3RpY2tlcnMve3N5bWJvbH1CjAEKC2NvbS5kZW1vLnYxQgtUaWNrZXJQcm90b1ABWjNnaXRodWIuY29tL2dycGNicmlkZ2UvZ3JwY2JyaWRnZS9nZW4vZGVtby92MTtkZW1vdjGiAgNEWFiqAgdEZW1vLlYxygIHRGVtb1xWMeICE0RlbW9cVjFcR1BCTWV0YWRhdGHqAghEZW1vOjpWMWIGcHJvdG8z", [file_bridge_v1_options, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * WatchRequest selects the symbol and pace of a ticker stream.
@@ -59,6 +59,27 @@ export const WatchRequestSchema: GenMessage<WatchRequest> = /*@__PURE__*/
   messageDesc(file_demo_v1_ticker, 0);
 
 /**
+ * QuoteRequest selects the symbol to quote.
+ *
+ * @generated from message demo.v1.QuoteRequest
+ */
+export type QuoteRequest = Message<"demo.v1.QuoteRequest"> & {
+  /**
+   * Symbol to quote; required.
+   *
+   * @generated from field: string symbol = 1;
+   */
+  symbol: string;
+};
+
+/**
+ * Describes the message demo.v1.QuoteRequest.
+ * Use `create(QuoteRequestSchema)` to create a new message.
+ */
+export const QuoteRequestSchema: GenMessage<QuoteRequest> = /*@__PURE__*/
+  messageDesc(file_demo_v1_ticker, 1);
+
+/**
  * Tick is one price observation.
  *
  * @generated from message demo.v1.Tick
@@ -72,7 +93,8 @@ export type Tick = Message<"demo.v1.Tick"> & {
   symbol: string;
 
   /**
-   * Sequence number, starting at 1 for each symbol.
+   * Sequence number: Watch counts up from after_seq + 1 (so from 1 for a
+   * new stream); Quote sets the seconds since the Unix epoch.
    *
    * @generated from field: uint64 seq = 2;
    */
@@ -98,7 +120,7 @@ export type Tick = Message<"demo.v1.Tick"> & {
  * Use `create(TickSchema)` to create a new message.
  */
 export const TickSchema: GenMessage<Tick> = /*@__PURE__*/
-  messageDesc(file_demo_v1_ticker, 1);
+  messageDesc(file_demo_v1_ticker, 2);
 
 /**
  * TickerService streams deterministic price ticks: the price of a (symbol,
@@ -118,6 +140,18 @@ export const TickerService: GenService<{
   watch: {
     methodKind: "server_streaming";
     input: typeof WatchRequestSchema;
+    output: typeof TickSchema;
+  },
+  /**
+   * Quote returns the latest tick of a symbol: seq is the number of seconds
+   * since the Unix epoch and price the same pure function of (symbol, seq)
+   * that Watch uses. It has no side effects, so a link may call it with GET.
+   *
+   * @generated from rpc demo.v1.TickerService.Quote
+   */
+  quote: {
+    methodKind: "unary";
+    input: typeof QuoteRequestSchema;
     output: typeof TickSchema;
   },
 }> = /*@__PURE__*/
