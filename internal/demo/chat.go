@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"context"
 	"errors"
 	"io"
 	"sync"
@@ -17,11 +18,18 @@ import (
 // before the hub gives up on it.
 const defaultChatQueue = 64
 
-// errTooSlow ends the stream of a subscriber the hub dropped.
-var errTooSlow = status.Error(codes.ResourceExhausted, "chat: client too slow")
+var (
+	// errTooSlow ends the stream of a subscriber the hub dropped.
+	errTooSlow = status.Error(codes.ResourceExhausted, "chat: client too slow")
+	// errNoRoom refuses a Chat or Post message without a room.
+	errNoRoom = status.Error(codes.InvalidArgument, "room is required")
+	// errNoText refuses a Post without text: there is nothing to join.
+	errNoText = status.Error(codes.InvalidArgument, "text is required")
+)
 
 // ChatServer implements demov1.ChatServiceServer. All its streams share one
-// hub, so messages reach every stream of the same ChatServer in the room.
+// hub, so messages, whether sent on a Chat stream or with Post, reach every
+// stream of the same ChatServer in the room.
 // Create it with NewChatServer.
 type ChatServer struct {
 	demov1.UnimplementedChatServiceServer
@@ -110,19 +118,44 @@ func (s *ChatServer) receive(stream grpc.BidiStreamingServer[demov1.ChatMessage,
 			return err
 		}
 		if in.GetRoom() == "" {
-			return status.Error(codes.InvalidArgument, "room is required")
+			return errNoRoom
 		}
 		s.hub.join(sub, in.GetRoom())
 		if in.GetText() == "" {
 			continue // a join-only message delivers nothing
 		}
-		s.hub.publish(&demov1.ChatMessage{
-			Room: in.GetRoom(),
-			User: in.GetUser(),
-			Text: in.GetText(),
-			Time: timestamppb.Now(),
-		})
+		s.deliver(in)
 	}
+}
+
+// Post delivers in to every Chat stream in its room, as if one of them had
+// sent it, and returns the delivered message with the server's time. It
+// joins nothing, so the poster receives the message only through a Chat
+// stream of its own. The message is queued for every stream in the room
+// before Post returns.
+func (s *ChatServer) Post(_ context.Context, in *demov1.ChatMessage) (*demov1.ChatMessage, error) {
+	switch {
+	case in.GetRoom() == "":
+		return nil, errNoRoom
+	case in.GetText() == "":
+		return nil, errNoText
+	}
+	return s.deliver(in), nil
+}
+
+// deliver stamps a copy of in (room, user and text; a client's time is
+// ignored) with the server's time, publishes it to in's room and returns it.
+// The returned message is shared with the room's streams, so nobody may
+// modify it; gRPC only marshals it.
+func (s *ChatServer) deliver(in *demov1.ChatMessage) *demov1.ChatMessage {
+	msg := &demov1.ChatMessage{
+		Room: in.GetRoom(),
+		User: in.GetUser(),
+		Text: in.GetText(),
+		Time: timestamppb.Now(),
+	}
+	s.hub.publish(msg)
+	return msg
 }
 
 // subscriber is one Chat stream as the hub sees it.

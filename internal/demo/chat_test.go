@@ -3,9 +3,12 @@ package demo_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	demov1 "github.com/grpcbridge/grpcbridge/gen/demo/v1"
 	"github.com/grpcbridge/grpcbridge/internal/demo"
@@ -195,4 +198,83 @@ func TestChatDropsSlowClient(t *testing.T) {
 	// The room carries on for the others.
 	say(t, fast, "room", "fast", "after")
 	expect(t, fast, "room", "fast", "after")
+}
+
+// post calls Post and fails the test unless it returns the message with a
+// server time.
+func post(t *testing.T, c demov1.ChatServiceClient, room, user, text string) *demov1.ChatMessage {
+	t.Helper()
+	msg, err := c.Post(t.Context(), &demov1.ChatMessage{Room: room, User: user, Text: text})
+	if err != nil {
+		t.Fatalf("Post(%s, %s, %q): %v", room, user, text, err)
+	}
+	if msg.GetRoom() != room || msg.GetUser() != user || msg.GetText() != text {
+		t.Fatalf("Post returned (%s, %s, %q), want (%s, %s, %q)",
+			msg.GetRoom(), msg.GetUser(), msg.GetText(), room, user, text)
+	}
+	if msg.GetTime().CheckValid() != nil || msg.GetTime().AsTime().IsZero() {
+		t.Fatalf("Post returned %q without a server time", text)
+	}
+	return msg
+}
+
+func TestChatPostDeliversToTheRoomOnly(t *testing.T) {
+	c := demov1.NewChatServiceClient(dialDemo(t))
+	alice, bob := openChat(t, c), openChat(t, c)
+	say(t, alice, "red", "alice", "alice in red")
+	expect(t, alice, "red", "alice", "alice in red")
+	say(t, bob, "blue", "bob", "bob in blue")
+	expect(t, bob, "blue", "bob", "bob in blue")
+
+	// Post publishes before it returns, so once it has returned the message
+	// is queued for alice, and nothing posted later can overtake it.
+	sent := post(t, c, "red", "carol", "hello red")
+	got, err := alice.Recv()
+	if err != nil {
+		t.Fatalf("Recv: %v", err)
+	}
+	if !proto.Equal(got, sent) {
+		t.Errorf("alice received %v, want what Post returned: %v", got, sent)
+	}
+
+	// bob's next message is the one posted to his room: "hello red" was
+	// fully published before it and never reached him.
+	post(t, c, "blue", "carol", "hello blue")
+	expect(t, bob, "blue", "carol", "hello blue")
+
+	// A client's time is replaced by the server's.
+	old := timestamppb.New(time.Unix(1, 0))
+	msg, err := c.Post(t.Context(), &demov1.ChatMessage{Room: "red", Text: "backdated", Time: old})
+	if err != nil {
+		t.Fatalf("Post: %v", err)
+	}
+	if msg.GetTime().AsTime().Equal(old.AsTime()) {
+		t.Errorf("Post kept the client's time %v", old.AsTime())
+	}
+	expect(t, alice, "red", "", "backdated")
+}
+
+func TestChatPostValidation(t *testing.T) {
+	c := demov1.NewChatServiceClient(dialDemo(t))
+	alice := openChat(t, c)
+	say(t, alice, "room", "alice", "ready")
+	expect(t, alice, "room", "alice", "ready")
+
+	for _, tc := range []struct {
+		name string
+		msg  *demov1.ChatMessage
+		want string
+	}{
+		{"empty text", &demov1.ChatMessage{Room: "room", User: "bob"}, "text is required"},
+		{"empty room", &demov1.ChatMessage{User: "bob", Text: "hi"}, "room is required"},
+		{"empty message", &demov1.ChatMessage{}, "room is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := c.Post(t.Context(), tc.msg)
+			wantStatus(t, err, codes.InvalidArgument, tc.want)
+		})
+	}
+	// The refused posts delivered nothing: alice's next message is this one.
+	post(t, c, "room", "bob", "valid")
+	expect(t, alice, "room", "bob", "valid")
 }

@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"context"
 	"hash/fnv"
 	"math"
 	"time"
@@ -15,6 +16,9 @@ import (
 
 // defaultTickInterval is the pace of a Watch call whose interval_ms is 0.
 const defaultTickInterval = time.Second
+
+// errNoSymbol is the answer of Watch and Quote to a request without a symbol.
+var errNoSymbol = status.Error(codes.InvalidArgument, "symbol is required")
 
 // TickerServer implements demov1.TickerServiceServer. It keeps no state: every
 // tick is computed from its (symbol, seq) pair, which is what lets a client
@@ -34,7 +38,7 @@ type TickerServer struct {
 // after_seq is the only cursor.
 func (TickerServer) Watch(req *demov1.WatchRequest, stream grpc.ServerStreamingServer[demov1.Tick]) error {
 	if req.GetSymbol() == "" {
-		return status.Error(codes.InvalidArgument, "symbol is required")
+		return errNoSymbol
 	}
 	interval, err := watchInterval(req.GetIntervalMs())
 	if err != nil {
@@ -77,6 +81,24 @@ func (TickerServer) Watch(req *demov1.WatchRequest, stream grpc.ServerStreamingS
 		case <-ticker.C:
 		}
 	}
+}
+
+// Quote returns the latest tick of req.Symbol. Its seq is the number of
+// seconds since the Unix epoch, which is also the whole seconds of its time,
+// and its price is Price(symbol, seq): a Watch call that reaches the same seq
+// reports the same price, and two quotes in the same second agree.
+func (TickerServer) Quote(_ context.Context, req *demov1.QuoteRequest) (*demov1.Tick, error) {
+	if req.GetSymbol() == "" {
+		return nil, errNoSymbol
+	}
+	now := time.Now()
+	seq := uint64(now.Unix()) // positive on any clock set after 1970
+	return &demov1.Tick{
+		Symbol: req.GetSymbol(),
+		Seq:    seq,
+		Price:  Price(req.GetSymbol(), seq),
+		Time:   timestamppb.New(now),
+	}, nil
 }
 
 // watchInterval converts interval_ms to the pause between ticks, applying

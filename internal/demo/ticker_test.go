@@ -180,3 +180,38 @@ func TestPrice(t *testing.T) {
 		t.Errorf("ACME and XYZ have the same price; want symbol-dependent prices")
 	}
 }
+
+func TestQuoteIsTheTickerTickOfNow(t *testing.T) {
+	c := demov1.NewTickerServiceClient(dialDemo(t))
+	before := time.Now().Unix()
+	quote, err := c.Quote(t.Context(), &demov1.QuoteRequest{Symbol: "ACME"})
+	after := time.Now().Unix()
+	if err != nil {
+		t.Fatalf("Quote: %v", err)
+	}
+	if quote.GetSymbol() != "ACME" {
+		t.Errorf("symbol %q, want ACME", quote.GetSymbol())
+	}
+	seq := quote.GetSeq()
+	if seq < uint64(before) || seq > uint64(after) {
+		t.Errorf("seq %d, want the Unix seconds of the call, in [%d, %d]", seq, before, after)
+	}
+	if err := quote.GetTime().CheckValid(); err != nil || quote.GetTime().GetSeconds() != int64(seq) {
+		t.Errorf("time %v (%v), want a valid time in second %d, the seq", quote.GetTime(), err, seq)
+	}
+	// The ticker, asked for the same seq, reports the same price.
+	ticks := watchAll(t, c, &demov1.WatchRequest{Symbol: "ACME", IntervalMs: 1, AfterSeq: seq - 1, Limit: 1})
+	if len(ticks) != 1 || ticks[0].GetSeq() != seq {
+		t.Fatalf("Watch after %d returned %v, want one tick with seq %d", seq-1, ticks, seq)
+	}
+	if quote.GetPrice() != ticks[0].GetPrice() || quote.GetPrice() != demo.Price("ACME", seq) {
+		t.Errorf("Quote price %v, Watch price %v, Price %v; want all equal",
+			quote.GetPrice(), ticks[0].GetPrice(), demo.Price("ACME", seq))
+	}
+}
+
+func TestQuoteValidation(t *testing.T) {
+	c := demov1.NewTickerServiceClient(dialDemo(t))
+	_, err := c.Quote(t.Context(), &demov1.QuoteRequest{})
+	wantStatus(t, err, codes.InvalidArgument, "symbol is required")
+}
