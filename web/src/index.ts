@@ -1,6 +1,6 @@
 // grpcbridge browser client: server streams over Server-Sent Events
-// (EventSource or fetch), calls of any kind over WebSockets (grpc-ws.v1),
-// typed with protobuf-es message types.
+// (EventSource or fetch), unary calls as plain JSON (fetch), calls of any
+// kind over WebSockets (grpc-ws.v1), typed with protobuf-es message types.
 
 export { BridgeClient, queryOf, type Method, type ServerStreamingMethod } from "./lib/client.js";
 export {
@@ -26,6 +26,7 @@ export {
   type Metadata,
   type Status,
 } from "./lib/status.js";
+export { fetchUnary, unary, type UnaryMethod, type UnaryOptions, type UnaryRequest } from "./lib/unary.js";
 export {
   openWebSocket,
   statusFromClose,
