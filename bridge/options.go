@@ -106,6 +106,8 @@ type config struct {
 	// an explicit empty list (native gRPC off) from the default.
 	nativeGRPCNetworks    []netip.Prefix
 	nativeGRPCNetworksSet bool
+	// nativeGRPCOnlyOnGRPCHandler: see [WithNativeGRPCOnlyOnGRPCHandler].
+	nativeGRPCOnlyOnGRPCHandler bool
 	// sseNoHijack keeps HTTP/1.1 event streams on net/http's
 	// ResponseWriter, for tests of that path.
 	sseNoHijack bool

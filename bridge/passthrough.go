@@ -175,6 +175,9 @@ type grpcCall struct {
 // says what to change. It returns only after every goroutine of the call
 // has ended.
 func (h *Handler) serveGRPC(w http.ResponseWriter, r *http.Request) {
+	if h.refuseNativeGRPCHere(w, r) { // see grpcport.go
+		return
+	}
 	ct := r.Header.Get(headerContentType)
 	if _, ok := grpcContentSubtype(ct); !ok {
 		h.writeError(w, http.StatusUnsupportedMediaType, status.Newf(codes.InvalidArgument,
