@@ -120,10 +120,14 @@ func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, m *method)
 			return
 		}
 		h.setCORS(w, r)
-		if up := r.Header.Get("Upgrade"); up != "" {
+		// Any other upgrade (h2c, which curl --http2 asks for) is ignored,
+		// as RFC 9110 section 7.8 allows. Upgrade: websocket without
+		// Connection: Upgrade is a broken WebSocket handshake, though, not
+		// a request for events: say what is missing.
+		if headerHasToken(r.Header, "Upgrade", "websocket") {
 			h.writeError(w, http.StatusBadRequest, status.Newf(codes.InvalidArgument,
-				"%s: cannot upgrade to %s; for a WebSocket send Connection: Upgrade and Upgrade: websocket with subprotocol %s, or open the method as Server-Sent Events",
-				m.name, quoteName(up), wsSubprotocol))
+				"%s: incomplete WebSocket handshake: send Connection: Upgrade with Upgrade: websocket and subprotocol %s, or open the method as Server-Sent Events",
+				m.name, wsSubprotocol))
 			return
 		}
 		h.serveSSE(w, r, m, nil, binding{})

@@ -655,3 +655,17 @@ func (s *wsSession) writeFailed(err error) {
 func closeReason(msg string) string {
 	return truncateUTF8(strings.ToValidUTF8(msg, "\uFFFD"), maxCloseReasonBytes)
 }
+
+// headerHasToken reports whether a comma-separated header (Connection,
+// Upgrade) lists token, case-insensitively, as gorilla's handshake check
+// reads them.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -833,23 +833,7 @@ func TestWSHandshakeRefused(t *testing.T) {
 		})
 	}
 
-	t.Run("other Upgrade", func(t *testing.T) {
-		t.Parallel()
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http"+strings.TrimPrefix(env.url, "ws")+"/demo.v1.EchoService/Echo", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Connection", "Upgrade")
-		req.Header.Set("Upgrade", "h2c")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = resp.Body.Close() }()
-		if resp.StatusCode != http.StatusBadRequest {
-			t.Errorf("HTTP %d, want 400", resp.StatusCode)
-		}
-	})
+	// Other upgrades are not refused: TestUpgradeIgnoredUnlessWebSocket.
 }
 
 func TestWSOrigins(t *testing.T) {
