@@ -21,23 +21,25 @@ import (
 func openServerStream(ctx context.Context, m *method, req proto.Message) (grpc.ClientStream, *status.Status) {
 	stream, err := m.conn.NewStream(ctx, &m.streamDesc, m.path, grpc.ForceCodecV2(rawCodec{}))
 	if err != nil {
-		return nil, statusFromError(err)
+		return nil, m.callStatus(ctx, err)
 	}
 	// On io.EOF the call has already ended; RecvMsg returns its status.
 	if err := stream.SendMsg(req); err != nil && !errors.Is(err, io.EOF) {
-		return nil, statusFromError(err)
+		return nil, m.callStatus(ctx, err)
 	}
 	_ = stream.CloseSend() // always nil for client streams
 	return stream, nil
 }
 
-// recvStatus is the final status of a call whose RecvMsg returned err:
-// io.EOF is the backend's OK, anything else its error.
-func recvStatus(err error) *status.Status {
+// callStatus is the status a browser gets when an upstream call of m ended
+// with err: OK for io.EOF (the backend's OK), the backend's status as it
+// is, and a status the gRPC client made about the connection without its
+// internal details (see [publicStatus]). ctx is the call's context.
+func (m *method) callStatus(ctx context.Context, err error) *status.Status {
 	if errors.Is(err, io.EOF) {
 		return status.New(codes.OK, "")
 	}
-	return statusFromError(err)
+	return publicStatus(ctx, m.log, m.name, statusFromError(err))
 }
 
 // headersJSON renders the allow-listed response headers for the SSE
@@ -50,9 +52,9 @@ func (h *Handler) headersJSON(hdr metadata.MD) []byte {
 // recvWire receives the next response of a stream that openServerStream
 // opened, as wire bytes: wire is valid until free is called. A non-nil
 // status is the call's final one.
-func recvWire(stream grpc.ClientStream, f *rawFrame) (wire []byte, st *status.Status) {
+func (m *method) recvWire(stream grpc.ClientStream, f *rawFrame) (wire []byte, st *status.Status) {
 	if err := stream.RecvMsg(f); err != nil {
-		return nil, recvStatus(err)
+		return nil, m.callStatus(stream.Context(), err)
 	}
 	if len(f.data) == 1 {
 		return f.data[0].ReadOnlyData(), nil

@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // CORS (Fetch standard, "CORS protocol") for the SSE transport: a page of
@@ -28,40 +26,24 @@ const (
 	corsMaxAgeSeconds = 600
 )
 
-// corsOrigin returns the Origin of a cross-origin request that may read
-// the response, and whether it may send credentials. It returns "" for
-// requests without Origin (not from a browser), for same-origin requests
-// (which need no CORS headers) and for origins that are not on the
-// allow-list. Without an allow-list ([WithAllowedOrigins]) no cross-origin
-// page may read a stream. Credentials ([WithCORSCredentials]) are allowed
-// only to origins named on the list, never to those that "*" admits: "*"
-// with credentials would let any site read a user's streams.
-func (h *Handler) corsOrigin(r *http.Request) (origin string, credentials bool) {
-	origin = r.Header.Get(headerOrigin)
-	if origin == "" || len(h.cfg.allowedOrigins) == 0 || !h.originAllowed(origin, r.Host) {
-		return "", false
-	}
-	named := slices.ContainsFunc(h.cfg.allowedOrigins, func(o string) bool {
-		return o != "*" && strings.EqualFold(strings.TrimSuffix(o, "/"), origin)
-	})
-	return origin, named && h.cfg.corsCredentials
-}
-
 // setCORS adds the CORS response headers of an actual (not preflight)
-// request for an SSE method. A response that varies by Origin says so, so
-// that caches keep one copy per origin.
-func (h *Handler) setCORS(w http.ResponseWriter, r *http.Request) {
-	if len(h.cfg.allowedOrigins) == 0 {
+// request that admitBrowser admitted as c. Only a cross-origin page on the
+// allow-list may read the response; credentials
+// ([WithCORSCredentials]) are allowed only to origins named on the list,
+// never to those that "*" admits: "*" with credentials would let any site
+// read a user's streams. A response that varies by Origin says so, so that
+// caches keep one copy per origin.
+func (h *Handler) setCORS(w http.ResponseWriter, c browserCaller) {
+	if h.origins.empty() {
 		return
 	}
 	hdr := w.Header()
 	hdr.Add(headerVary, "Origin")
-	origin, credentials := h.corsOrigin(r)
-	if origin == "" {
-		return
+	if !c.named && !c.wildcard {
+		return // no Origin, or the bridge's own: no CORS headers needed
 	}
-	hdr.Set(headerACAllowOrigin, origin)
-	if credentials {
+	hdr.Set(headerACAllowOrigin, c.origin)
+	if c.named && h.cfg.corsCredentials {
 		hdr.Set(headerACAllowCredentials, "true")
 	}
 }
@@ -73,28 +55,25 @@ func (h *Handler) setCORS(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request, m *method) {
 	hdr := w.Header()
 	hdr.Set(headerAllow, "GET, POST, OPTIONS")
-	origin := r.Header.Get(headerOrigin)
-	if origin == "" {
+	if r.Header.Get(headerOrigin) == "" {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
 	hdr.Add(headerVary, "Origin")
 	hdr.Add(headerVary, headerACRequestMethod)
 	hdr.Add(headerVary, headerACRequestHeaders)
-	allowed, credentials := h.corsOrigin(r)
-	if allowed == "" {
-		if len(h.cfg.allowedOrigins) == 0 && h.originAllowed(origin, r.Host) {
-			// Same origin: browsers do not preflight these, and no CORS
-			// header is needed.
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		h.writeError(w, http.StatusForbidden, status.Newf(codes.PermissionDenied,
-			"%s: origin %s may not call this bridge", m.name, quoteName(origin)))
+	c, ok := h.admitBrowser(w, r, m.name, "cors-preflight")
+	if !ok {
 		return
 	}
-	hdr.Set(headerACAllowOrigin, allowed)
-	if credentials {
+	if !c.named && !c.wildcard {
+		// Same origin: browsers do not preflight these, and no CORS
+		// header is needed.
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	hdr.Set(headerACAllowOrigin, c.origin)
+	if c.named && h.cfg.corsCredentials {
 		hdr.Set(headerACAllowCredentials, "true")
 	}
 	hdr.Set(headerACAllowMethods, "GET, POST")

@@ -35,6 +35,7 @@ type Handler struct {
 	routes     atomic.Pointer[routes] // swapped whole by UpdateFiles
 	codec      *codec
 	requestMD  *headerMatcher
+	origins    *originList // the allow-list of WithAllowedOrigins, normalized
 	responseMD *headerMatcher
 	log        *slog.Logger
 	streams    *streams
@@ -55,6 +56,9 @@ func NewHandler(opts ...Option) (*Handler, error) {
 	}
 	h := &Handler{cfg: cfg, codec: newCodec(cfg.files), log: cfg.logger, streams: newStreams(cfg.maxStreams, cfg.maxClientStreams)}
 	h.native = newNativeGRPC(h)
+	if h.origins, err = newOriginList(cfg.allowedOrigins); err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
+	}
 	if h.requestMD, err = newHeaderMatcher(cfg.requestHeaders); err != nil {
 		return nil, fmt.Errorf("bridge: request headers: %w", err)
 	}
@@ -116,10 +120,16 @@ func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, m *method)
 	switch r.Method {
 	case http.MethodGet:
 		if websocket.IsWebSocketUpgrade(r) {
-			h.serveWebSocket(w, r, m)
+			if c, ok := h.admitBrowser(w, r, m.name, TransportWebSocket); ok {
+				h.serveWebSocket(w, r, m, c)
+			}
 			return
 		}
-		h.setCORS(w, r)
+		c, ok := h.admitBrowser(w, r, m.name, TransportSSE)
+		if !ok {
+			return
+		}
+		h.setCORS(w, c)
 		// Any other upgrade (h2c, which curl --http2 asks for) is ignored,
 		// as RFC 9110 section 7.8 allows. Upgrade: websocket without
 		// Connection: Upgrade is a broken WebSocket handshake, though, not
@@ -130,16 +140,20 @@ func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, m *method)
 				m.name, wsSubprotocol))
 			return
 		}
-		h.serveSSE(w, r, m, nil, binding{})
+		h.serveSSE(w, r, m, c, nil, binding{})
 	case http.MethodPost:
 		ct := r.Header.Get(headerContentType) // application/grpc went to serveGRPC in ServeHTTP
-		h.setCORS(w, r)
+		c, ok := h.admitBrowser(w, r, m.name, TransportSSE)
+		if !ok {
+			return
+		}
+		h.setCORS(w, c)
 		if !isJSON(ct) {
 			h.writeError(w, http.StatusUnsupportedMediaType, status.Newf(codes.InvalidArgument,
 				"%s: Content-Type %s is not supported; POST application/json", m.name, quoteName(ct)))
 			return
 		}
-		h.serveSSE(w, r, m, nil, binding{body: "*"})
+		h.serveSSE(w, r, m, c, nil, binding{body: "*"})
 	case http.MethodOptions:
 		h.servePreflight(w, r, m)
 	default:
@@ -152,13 +166,17 @@ func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, m *method)
 // annotatedHandler serves one google.api.http binding of m as SSE.
 func (h *Handler) annotatedHandler(m *method, b binding) runtime.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, pathParams map[string]string) {
-		h.setCORS(w, r)
+		c, ok := h.admitBrowser(w, r, m.name, TransportSSE)
+		if !ok {
+			return
+		}
+		h.setCORS(w, c)
 		if b.body != "" && !isJSON(r.Header.Get(headerContentType)) {
 			h.writeError(w, http.StatusUnsupportedMediaType, status.Newf(codes.InvalidArgument,
 				"%s: Content-Type %s is not supported; send application/json", m.name, quoteName(r.Header.Get(headerContentType))))
 			return
 		}
-		h.serveSSE(w, r, m, pathParams, b)
+		h.serveSSE(w, r, m, c, pathParams, b)
 	}
 }
 

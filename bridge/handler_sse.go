@@ -15,8 +15,9 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// serveSSE serves one call of m as an event stream.
-func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pathParams map[string]string, b binding) {
+// serveSSE serves one call of m as an event stream, for caller c that
+// admitBrowser admitted.
+func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, c browserCaller, pathParams map[string]string, b binding) {
 	if m.streamDesc.ClientStreams {
 		h.writeError(w, http.StatusBadRequest, status.Newf(codes.InvalidArgument,
 			"%s is a client-streaming method: open it as a WebSocket with subprotocol %s", m.name, wsSubprotocol))
@@ -37,7 +38,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, pa
 		h.writeError(w, rerr.httpStatus, rerr.st)
 		return
 	}
-	md, timeout, err := h.requestMD.requestMetadata(r, h.peerTrusted(r))
+	md, timeout, err := h.browserMetadata(r, c)
 	if err != nil {
 		h.writeError(w, http.StatusBadRequest, status.New(codes.InvalidArgument, err.Error()))
 		return
@@ -211,7 +212,7 @@ func (s *sseStream) run(ctx context.Context, stream grpc.ClientStream, m *method
 	enc := newResponseEncoder(h, m)
 	var f rawFrame
 	for {
-		wire, st := recvWire(stream, &f)
+		wire, st := m.recvWire(stream, &f)
 		if st != nil {
 			return s.end(ctx, st, stream.Trailer())
 		}

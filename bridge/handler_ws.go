@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -40,16 +39,12 @@ const maxCloseReasonBytes = 123
 var wsWriteBufferPool = new(sync.Pool)
 
 // serveWebSocket serves one call of m over a WebSocket with the grpc-ws.v1
-// subprotocol (docs/protocol.md). The handshake is refused before the
-// upgrade, with a JSON status body, when the Origin is not allowed (403),
-// the subprotocol is not offered (400) or the request's headers do not make
+// subprotocol (docs/protocol.md), for caller c that admitBrowser admitted
+// (a refused Origin got 403 there, before the upgrade). The handshake is
+// refused before the upgrade, with a JSON status body, when the
+// subprotocol is not offered (400) or the request's headers do not make
 // valid metadata (400).
-func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *method) {
-	if origin := r.Header.Get(headerOrigin); origin != "" && !h.originAllowed(origin, r.Host) {
-		h.writeError(w, http.StatusForbidden, status.Newf(codes.PermissionDenied,
-			"origin %s may not open WebSockets to this bridge", quoteName(origin)))
-		return
-	}
+func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *method, c browserCaller) {
 	// Subprotocols, not the raw header, because the upgrader selects the
 	// subprotocol from the same parse.
 	if !slices.Contains(websocket.Subprotocols(r), wsSubprotocol) {
@@ -57,7 +52,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *meth
 			"%s: offer the WebSocket subprotocol %s in Sec-WebSocket-Protocol", m.name, wsSubprotocol))
 		return
 	}
-	md, timeout, err := h.requestMD.requestMetadata(r, h.peerTrusted(r))
+	md, timeout, err := h.browserMetadata(r, c)
 	if err != nil {
 		h.writeError(w, http.StatusBadRequest, status.New(codes.InvalidArgument, err.Error()))
 		return
@@ -66,7 +61,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *meth
 		HandshakeTimeout: h.cfg.writeTimeout,
 		WriteBufferPool:  wsWriteBufferPool,
 		Subprotocols:     []string{wsSubprotocol},
-		// The origin was checked above against the handler's allow-list.
+		// admitBrowser checked the origin before the handler was called.
 		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, _ *http.Request, httpStatus int, reason error) {
 			if httpStatus >= http.StatusInternalServerError {
@@ -90,24 +85,9 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *meth
 	if err != nil {
 		return // the upgrader has answered or closed the connection
 	}
-	s := newWSSession(h, m, r, conn, md, timeout)
+	s := newWSSession(h, m, r, conn, c, md, timeout)
 	s.obs = h.cfg.metrics.StreamStarted(m.name, TransportWebSocket, false)
 	s.serve()
-}
-
-// originAllowed reports whether a page of origin may open WebSockets: its
-// host is the request's host (same origin), or it is on the allow-list ("*"
-// allows any origin).
-func (h *Handler) originAllowed(origin, host string) bool {
-	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, host) {
-		return true
-	}
-	for _, o := range h.cfg.allowedOrigins {
-		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
-			return true
-		}
-	}
-	return false
 }
 
 // wsEnd is how a session ends: the content of the status frame and the
@@ -128,9 +108,15 @@ func callEnd(st *status.Status, trailers metadata.MD) wsEnd {
 // reconnect, to another replica.
 var goingAway = wsEnd{st: status.New(codes.Unavailable, "the bridge is shutting down"), closeCode: websocket.CloseGoingAway}
 
-// violation is the ending for a frame that breaks the protocol.
+// violation is the ending for a frame that breaks the protocol: the close
+// code is 1007 for a text frame that is not UTF-8 (RFC 6455 section 8.1),
+// 1008 for every other violation.
 func violation(err error) wsEnd {
-	return wsEnd{st: status.New(codes.InvalidArgument, err.Error()), closeCode: websocket.ClosePolicyViolation}
+	code := websocket.ClosePolicyViolation
+	if errors.Is(err, errNotUTF8) {
+		code = websocket.CloseInvalidFramePayloadData
+	}
+	return wsEnd{st: status.New(codes.InvalidArgument, err.Error()), closeCode: code}
 }
 
 // wsSession is one WebSocket connection and the one call it carries.
@@ -178,7 +164,8 @@ type wsSession struct {
 
 	// Reader side.
 	md         metadata.MD   // request metadata: the upgrade's headers, then the metadata frame's
-	timeout    time.Duration // from grpc-timeout, zero for none
+	noAmbient  bool          // the page is admitted only by "*": no cookie or authorization, from the frame either
+	timeout    time.Duration // from grpc-timeout, noTimeout for none
 	stream     grpc.ClientStream
 	callCancel context.CancelFunc
 	frames     int  // data frames read so far
@@ -202,7 +189,7 @@ type wsSession struct {
 	writeErr error // the first failed write: nothing more is written
 }
 
-func newWSSession(h *Handler, m *method, r *http.Request, conn *websocket.Conn, md metadata.MD, timeout time.Duration) *wsSession {
+func newWSSession(h *Handler, m *method, r *http.Request, conn *websocket.Conn, c browserCaller, md metadata.MD, timeout time.Duration) *wsSession {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	return &wsSession{
 		h:          h,
@@ -217,6 +204,7 @@ func newWSSession(h *Handler, m *method, r *http.Request, conn *websocket.Conn, 
 		readerDone: make(chan struct{}),
 		md:         md,
 		timeout:    timeout,
+		noAmbient:  c.wildcard,
 	}
 }
 
@@ -251,7 +239,7 @@ func (s *wsSession) serve() {
 		transport:   TransportWebSocket,
 		st:          s.final.st,
 		closeCode:   s.final.closeCode,
-		clientFault: s.final.closeCode == websocket.ClosePolicyViolation || s.final.closeCode == websocket.CloseMessageTooBig,
+		clientFault: clientFaultClose(s.final.closeCode),
 		start:       s.start,
 		messages:    s.sent,
 	})
@@ -327,8 +315,13 @@ func (s *wsSession) read() {
 	}
 }
 
-// peerGone is the ending when the socket fails or the peer closes it.
+// peerGone is the ending when the socket fails or the peer closes it, or
+// when gorilla/websocket failed the connection for a frame that breaks
+// RFC 6455 (brokenFraming).
 func peerGone(err error) wsEnd {
+	if e, ok := brokenFraming(err); ok {
+		return e
+	}
 	st := status.New(codes.Canceled, "client connection lost")
 	var ce *websocket.CloseError
 	if errors.As(err, &ce) {
@@ -411,7 +404,8 @@ func (s *wsSession) addMetadata(entries map[string][]string) error {
 			return fmt.Errorf("metadata key %s is not a valid gRPC metadata key (letters, digits, '-', '_', '.')", quoteName(name))
 		}
 		// The bridge sets these itself, from the connection.
-		if !s.h.requestMD.allows(key) || key == mdForwardedFor || key == mdForwardedHost {
+		if !s.h.requestMD.allows(key) || key == mdForwardedFor || key == mdForwardedHost ||
+			s.noAmbient && slices.Contains(ambientCredentialKeys, key) {
 			continue
 		}
 		if key == mdTimeout {
@@ -457,7 +451,7 @@ func (s *wsSession) open() bool {
 		grpc.ForceCodecV2(rawCodec{}))
 	s.doneSending()
 	if err != nil {
-		s.end(callEnd(statusFromError(err), nil))
+		s.end(callEnd(s.m.callStatus(s.ctx, err), nil))
 		return false
 	}
 	s.stream = stream
@@ -479,7 +473,7 @@ func (s *wsSession) send(msg *rawFrame) bool {
 		// The call has ended; RecvMsg returns its status to the receiver.
 		s.callOver = true
 	default:
-		s.end(callEnd(statusFromError(err), nil))
+		s.end(callEnd(s.m.callStatus(s.ctx, err), nil))
 	}
 	return false
 }
@@ -522,7 +516,7 @@ func (s *wsSession) receive(stream grpc.ClientStream) {
 	for !s.isEnded() {
 		// Each response goes out as the bytes the backend sent.
 		var msg rawFrame
-		data, st := recvWire(stream, &msg)
+		data, st := s.m.recvWire(stream, &msg)
 		if st != nil {
 			s.end(callEnd(st, stream.Trailer()))
 			return

@@ -31,37 +31,3 @@ func TestCloseReason(t *testing.T) {
 		})
 	}
 }
-
-func TestOriginAllowed(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name    string
-		allowed []string
-		origin  string
-		host    string
-		want    bool
-	}{
-		{"same origin", nil, "http://bridge.example:8080", "bridge.example:8080", true},
-		{"same origin, other case", nil, "https://Bridge.Example", "bridge.example", true},
-		{"other host", nil, "https://evil.example", "bridge.example", false},
-		{"other port", nil, "http://bridge.example:9090", "bridge.example:8080", false},
-		{"null origin", nil, "null", "bridge.example", false},
-		{"garbage", nil, "%%%", "bridge.example", false},
-		{"listed", []string{"https://app.example"}, "https://app.example", "bridge.example", true},
-		{"listed with slash", []string{"https://app.example/"}, "https://app.example", "bridge.example", true},
-		{"listed, other scheme", []string{"https://app.example"}, "http://app.example", "bridge.example", false},
-		{"not listed", []string{"https://app.example"}, "https://evil.example", "bridge.example", false},
-		{"list keeps same-origin", []string{"https://app.example"}, "http://bridge.example", "bridge.example", true},
-		{"any", []string{"*"}, "https://evil.example", "bridge.example", true},
-		{"any, null origin", []string{"*"}, "null", "bridge.example", true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			h := &Handler{cfg: &config{allowedOrigins: tt.allowed}}
-			if got := h.originAllowed(tt.origin, tt.host); got != tt.want {
-				t.Errorf("originAllowed(%q, %q) with %q = %v, want %v", tt.origin, tt.host, tt.allowed, got, tt.want)
-			}
-		})
-	}
-}

@@ -20,6 +20,7 @@ const (
 	logKeyMessages    = "messages"
 	logKeyCloseCode   = "close_code"
 	logKeyClientFault = "client_fault"
+	logKeyRequestID   = "request_id"
 )
 
 // streamEnd is what the one log line at the end of a stream reports.

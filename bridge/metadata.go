@@ -24,6 +24,7 @@ const (
 	headerForwardedFor   = "X-Forwarded-For"
 
 	mdLastEventID    = "last-event-id"
+	mdRequestID      = "x-request-id"
 	mdTimeout        = "grpc-timeout"
 	mdForwardedFor   = "x-forwarded-for"
 	mdForwardedHost  = "x-forwarded-host"
@@ -246,29 +247,59 @@ func parseTimeout(s string) (time.Duration, error) {
 	return time.Duration(n) * unit, nil
 }
 
+// unknownClient is the client of a request whose forwarded-for chain does
+// not parse: such callers share one per-client limit, and native gRPC
+// refuses them (trust fails closed).
+const unknownClient = "unknown"
+
+// maxForwardedHops bounds the X-Forwarded-For entries the bridge walks: a
+// real chain has a few proxies, and a longer one is a forgery.
+const maxForwardedHops = 32
+
 // clientIP returns the address a request counts against for the
-// per-client stream limit: the peer, or, when the peer is a trusted proxy,
-// the right-most X-Forwarded-For entry that is not a trusted proxy.
+// per-client stream limit and the native gRPC networks: the peer, or,
+// when the peer is a trusted proxy, the right-most X-Forwarded-For entry
+// that is not a trusted proxy. Every entry walked must be a bare IP
+// address (RFC 7239's X-Forwarded-For has no ports, brackets or names); an
+// empty, malformed or missing entry before an untrusted one makes the
+// client [unknownClient], never the proxy's own address, so a broken or
+// forged chain cannot make a caller look internal.
 func (h *Handler) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		return unknownClient
 	}
 	addr, err := netip.ParseAddr(host)
-	if err != nil || !h.trusted(addr) {
-		return host
+	if err != nil {
+		return unknownClient
 	}
-	hops := strings.Split(strings.Join(r.Header.Values(headerForwardedFor), ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break // a malformed entry: trust nothing before it
-		}
-		if !h.trusted(hop) {
-			return hop.Unmap().String()
+	if !h.trusted(addr) {
+		return addr.Unmap().String()
+	}
+	lines := r.Header.Values(headerForwardedFor)
+	if len(lines) == 0 {
+		return addr.Unmap().String() // the proxy itself is the caller
+	}
+	hops := 0
+	var first netip.Addr // the left-most entry seen so far
+	for i := len(lines) - 1; i >= 0; i-- {
+		entries := strings.Split(lines[i], ",")
+		for j := len(entries) - 1; j >= 0; j-- {
+			if hops++; hops > maxForwardedHops {
+				return unknownClient
+			}
+			hop, err := netip.ParseAddr(strings.TrimSpace(entries[j]))
+			if err != nil || hop.Zone() != "" {
+				return unknownClient
+			}
+			if !h.trusted(hop) {
+				return hop.Unmap().String()
+			}
+			first = hop
 		}
 	}
-	return host
+	// Every entry is a trusted proxy: the left-most one sent the request.
+	return first.Unmap().String()
 }
 
 // peerTrusted reports whether the request's peer is a trusted proxy.

@@ -342,15 +342,12 @@ func WithCORSCredentials(allow bool) Option {
 	return optionFunc(func(c *config) { c.corsCredentials = allow })
 }
 
-// defaultNativeGRPCNetworks are the internal networks: loopback and the
-// private ranges of RFC 1918 and RFC 4193.
+// defaultNativeGRPCNetworks are loopback only: native gRPC forwards every
+// header, credentials included, so it is opened to other networks only by
+// an operator who names them (docs/deploy.md, "Native gRPC").
 var defaultNativeGRPCNetworks = []netip.Prefix{
 	netip.MustParsePrefix("127.0.0.0/8"),
-	netip.MustParsePrefix("10.0.0.0/8"),
-	netip.MustParsePrefix("172.16.0.0/12"),
-	netip.MustParsePrefix("192.168.0.0/16"),
 	netip.MustParsePrefix("::1/128"),
-	netip.MustParsePrefix("fc00::/7"),
 }
 
 // WithNativeGRPCNetworks sets the networks whose callers may use native
@@ -358,10 +355,11 @@ var defaultNativeGRPCNetworks = []netip.Prefix{
 // metadata key to the backend, with no allow-list and no per-client limit,
 // as a direct connection would, so they are for internal services; callers
 // elsewhere get PERMISSION_DENIED. The caller is the peer, or the address a
-// trusted proxy forwarded for ([WithTrustedProxies]). Defaults to loopback
-// and the private networks (127.0.0.0/8, 10.0.0.0/8, 172.16.0.0/12,
-// 192.168.0.0/16, ::1/128, fc00::/7); no prefix at all turns native gRPC off
-// for everyone.
+// trusted proxy forwarded for ([WithTrustedProxies]); a forwarded-for
+// chain that does not parse makes the caller unknown, which is refused.
+// Requests from browsers (with an Origin or a Sec-Fetch-* header) are
+// refused whatever their address. Defaults to loopback only (127.0.0.0/8,
+// ::1/128); no prefix at all turns native gRPC off for everyone.
 func WithNativeGRPCNetworks(prefixes ...netip.Prefix) Option {
 	return optionFunc(func(c *config) {
 		c.nativeGRPCNetworks = prefixes

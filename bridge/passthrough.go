@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -175,6 +177,20 @@ type grpcCall struct {
 // says what to change. It returns only after every goroutine of the call
 // has ended.
 func (h *Handler) serveGRPC(w http.ResponseWriter, r *http.Request) {
+	// A browser's fetch can send application/grpc too, with the user's
+	// cookies; native gRPC forwards every header, so it is refused before
+	// anything else, gRPC-Web and Connect content types included.
+	if why := fromBrowser(r); why != "" {
+		st := status.Newf(codes.PermissionDenied,
+			"native gRPC is for internal callers, and this request carries %s as browsers send it; browsers use SSE or the %s WebSocket protocol", why, wsSubprotocol)
+		h.log.LogAttrs(r.Context(), slog.LevelInfo, "request refused",
+			slog.String(logKeyTransport, TransportGRPC),
+			slog.String(logKeyPeer, r.RemoteAddr),
+			slog.String(logKeyOrigin, r.Header.Get(headerOrigin)),
+			slog.String(logKeyReason, st.Message()))
+		writeGRPCRefusal(w, r, h, st)
+		return
+	}
 	if h.refuseNativeGRPCHere(w, r) { // see grpcport.go
 		return
 	}
@@ -235,6 +251,9 @@ func (h *Handler) proxyStream(_ any, ss grpc.ServerStream) error {
 	// Native gRPC forwards every metadata key, unlike the browser
 	// transports: it is for internal callers only.
 	if !h.nativeCallerAllowed(x.client) {
+		if x.client == unknownClient {
+			return status.Error(codes.PermissionDenied, "native gRPC is served to internal networks only, and the caller's address is unknown: the X-Forwarded-For chain does not parse")
+		}
 		return status.Errorf(codes.PermissionDenied, "native gRPC is served to internal networks only, and %s is not in one; browsers use SSE or WebSockets", x.client)
 	}
 	c := &grpcCall{m: m, start: time.Now()}
@@ -288,7 +307,7 @@ func (h *Handler) relay(ss grpc.ServerStream, x *grpcExchange, c *grpcCall) erro
 	}
 	up, err := m.conn.NewStream(ctx, &passthroughDesc, m.path, opts...)
 	if err != nil {
-		return h.endStatus(ctx, err)
+		return h.endStatus(ctx, m, err)
 	}
 
 	// The pump may outlive relay: when the backend ends the call while the
@@ -328,7 +347,7 @@ func (h *Handler) relay(ss grpc.ServerStream, x *grpcExchange, c *grpcCall) erro
 	if errors.Is(err, io.EOF) {
 		return nil
 	}
-	return h.endStatus(ctx, err)
+	return h.endStatus(ctx, m, err)
 }
 
 // pumpRequests is the only goroutine that receives from the caller and
@@ -364,8 +383,8 @@ func pumpRequests(ss grpc.ServerStream, up grpc.ClientStream, cancel context.Can
 // endStatus is the status a call ends with when the upstream call failed
 // with err: the bridge's own reason when it ended the call (the drain, the
 // maximum duration, a failure on the caller's side), else the backend's
-// status unchanged.
-func (h *Handler) endStatus(ctx context.Context, err error) error {
+// status unchanged, or the gRPC client's without its internal details.
+func (h *Handler) endStatus(ctx context.Context, m *method, err error) error {
 	cause := context.Cause(ctx)
 	var ce *callerError
 	switch {
@@ -376,10 +395,7 @@ func (h *Handler) endStatus(ctx context.Context, err error) error {
 	case errors.As(cause, &ce):
 		return statusFromError(ce.err).Err()
 	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return statusFromError(err).Err()
+	return m.callStatus(ctx, err).Err()
 }
 
 // forwardedMetadata is md without the keys that belong to one hop: pseudo-
@@ -410,6 +426,42 @@ func forwardedMetadata(md metadata.MD, remoteAddr, host string) metadata.MD {
 		out[mdForwardedHost] = []string{host}
 	}
 	return out
+}
+
+// writeGRPCRefusal answers a gRPC request that is refused before grpc-go
+// sees it: over HTTP/2 as a gRPC trailers-only response (200, grpc-status
+// and grpc-message in the headers), which every gRPC client reads as the
+// status; over HTTP/1.1, which gRPC cannot speak, as the JSON status with
+// the mapped HTTP status.
+func writeGRPCRefusal(w http.ResponseWriter, r *http.Request, h *Handler, st *status.Status) {
+	if r.ProtoMajor != 2 {
+		h.writeStatus(w, st)
+		return
+	}
+	hdr := w.Header()
+	hdr.Set(headerContentType, contentTypeGRPCPrefix)
+	hdr.Set("Grpc-Status", strconv.Itoa(int(st.Code())))
+	hdr.Set("Grpc-Message", encodeGRPCMessage(st.Message()))
+	w.WriteHeader(http.StatusOK)
+}
+
+// encodeGRPCMessage percent-encodes a status message for the grpc-message
+// header: every byte outside printable ASCII, and '%' itself (gRPC over
+// HTTP/2, "Responses").
+func encodeGRPCMessage(msg string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c >= 0x20 && c <= 0x7e && c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&0xf])
+	}
+	return b.String()
 }
 
 // grpcContentSubtype returns the codec name of a gRPC Content-Type

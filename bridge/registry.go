@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"path"
 	"slices"
@@ -36,6 +37,7 @@ type method struct {
 	resume     protoreflect.FieldDescriptor // request field set from Last-Event-ID, or nil
 	shared     *sharedHub                   // the method's shared calls, or nil when it is not shared
 	json       *wirejson.Encoder            // SSE responses' JSON from their wire bytes, or nil for protojson only
+	log        *slog.Logger                 // the handler's, for failures the browser must not see in full
 }
 
 // binding is one google.api.http rule of a method.
@@ -75,7 +77,10 @@ func buildRoutes(c *config, files *protoregistry.Files, h *Handler) (*routes, er
 		),
 	}
 	used := make(map[string]bool)
-	var errs []error
+	var (
+		errs      []error
+		annotated []annotatedRoute
+	)
 	files.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
 		services := fd.Services()
 		for i := range services.Len() {
@@ -95,14 +100,24 @@ func buildRoutes(c *config, files *protoregistry.Files, h *Handler) (*routes, er
 				}
 				rt.byPath[m.path] = m
 				for _, b := range bindings {
-					if err := rt.annotated.HandlePath(b.verb, b.pattern, h.annotatedHandler(m, b)); err != nil {
-						errs = append(errs, fmt.Errorf("%s: google.api.http %s %s: %w", m.name, b.verb, b.pattern, err))
-					}
+					annotated = append(annotated, annotatedRoute{m: m, b: b})
 				}
 			}
 		}
 		return true
 	})
+	// grpc-gateway's router tries the routes of a verb from the last
+	// registered to the first, and a variable matches a custom verb too
+	// ({symbol} takes "ACME:watch"): routes with a custom verb go last, so
+	// that they are tried before the verb-less routes they would lose to.
+	slices.SortStableFunc(annotated, func(a, b annotatedRoute) int {
+		return cmpBool(hasCustomVerb(a.b.pattern), hasCustomVerb(b.b.pattern))
+	})
+	for _, a := range annotated {
+		if err := rt.annotated.HandlePath(a.b.verb, a.b.pattern, h.annotatedHandler(a.m, a.b)); err != nil {
+			errs = append(errs, fmt.Errorf("%s: google.api.http %s %s: %w", a.m.name, a.b.verb, a.b.pattern, err))
+		}
+	}
 	for _, p := range c.expose {
 		if !used[p] {
 			errs = append(errs, fmt.Errorf("expose pattern %q matches no method of the schema", p))
@@ -117,6 +132,34 @@ func buildRoutes(c *config, files *protoregistry.Files, h *Handler) (*routes, er
 		return nil, errors.Join(errs...)
 	}
 	return rt, nil
+}
+
+// annotatedRoute is one google.api.http binding of an exposed method.
+type annotatedRoute struct {
+	m *method
+	b binding
+}
+
+// hasCustomVerb reports whether a path template ends in a custom verb
+// (":watch" in "/v1/{name=tickers/*}:watch"): a colon after the last '/'
+// and outside braces.
+func hasCustomVerb(pattern string) bool {
+	tail := pattern[strings.LastIndexByte(pattern, '/')+1:]
+	if i := strings.LastIndexByte(tail, '}'); i >= 0 {
+		tail = tail[i+1:]
+	}
+	return strings.Contains(tail, ":")
+}
+
+// cmpBool orders false before true.
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 // exposedBy returns the first expose pattern that matches md.
@@ -164,6 +207,7 @@ func newMethod(c *config, md protoreflect.MethodDescriptor) (*method, []binding,
 		conn:   c.defaultBackend,
 		input:  messageType(md.Input()),
 		output: messageType(md.Output()),
+		log:    c.logger,
 	}
 	if enc := wirejson.New(md.Output()); enc.Supported() {
 		m.json = enc

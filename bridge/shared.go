@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"slices"
 	"sync"
 
@@ -24,6 +25,14 @@ import (
 // whose queue is full is dropped. Each subscriber's stream goroutine
 // writes its own queue with the usual SSE machinery (sseStream.relay), so a
 // shared subscriber costs no goroutine besides that one.
+//
+// Hand-offs keep the sharing: each call keeps its last events in a
+// replayWindow, so that a subscriber that comes back with a Last-Event-ID
+// (after the maximum stream duration, a drop, or the drain of another
+// replica) joins the live call with the events it missed; a resuming
+// subscriber that finds no live call opens one at its id, which the others
+// then join; and UpdateFiles hands the hub of an unchanged method on to
+// the new schema (keepSharedHubs).
 
 // sseItem is what a shared call's receiver hands to each subscriber: the
 // backend's response headers, one message event, or the final status.
@@ -32,6 +41,7 @@ type sseItem struct {
 	kind     sseItemKind
 	data     []byte // JSON of the headers; a whole event for itemFrame
 	size     int    // itemFrame: the size of the message's JSON
+	id       string // itemFrame: the event's id ("" when it has none)
 	st       *status.Status
 	trailers metadata.MD
 }
@@ -43,6 +53,7 @@ const (
 	itemFrame               // a message event, framed once for every subscriber
 	itemStatus              // the final status
 	itemDropped             // the subscriber fell behind: st is its final status
+	itemHandOff             // the bridge drains: the stream ends with a retry hint, to resume elsewhere
 )
 
 // sharedKeyExcluded are the metadata keys that describe one HTTP request
@@ -98,11 +109,12 @@ func sharedMetadata(md metadata.MD) (metadata.MD, string) {
 }
 
 // sharedHub holds the live shared calls of one method. It is created with
-// the method's routes; after a schema swap, new subscribers reach the new
-// method and its new hub, while calls in the old hub run on until their
-// subscribers leave.
+// the method's routes, and handed on to the next routes when a schema swap
+// leaves the method unchanged (keepSharedHubs); a changed method gets a new
+// hub, and the calls in the old one run on until their subscribers leave.
 type sharedHub struct {
 	queueLen int // message events queued per subscriber before it is dropped
+	replay   int // events each call keeps for resuming subscribers
 
 	// mu guards calls and the subscriber-side fields of every sharedCall.
 	// It is held only to look up, add or remove entries and to snapshot
@@ -111,23 +123,27 @@ type sharedHub struct {
 	calls map[sharedKey]*sharedCall
 }
 
-func newSharedHub() *sharedHub {
-	return &sharedHub{queueLen: defaultSharedQueueLen, calls: make(map[sharedKey]*sharedCall)}
+func newSharedHub(c *config) *sharedHub {
+	replay := c.sharedReplay
+	if replay == 0 {
+		replay = defaultSharedReplay
+	}
+	return &sharedHub{queueLen: defaultSharedQueueLen, replay: replay, calls: make(map[sharedKey]*sharedCall)}
 }
 
 // sharedCall is one upstream call and its subscribers.
 type sharedCall struct {
 	hub    *sharedHub
 	key    sharedKey
-	cancel context.CancelFunc // ends the upstream call
-	done   chan struct{}      // closed when the receiver has returned
-	drop   *sseItem           // what a dropped subscriber gets last
+	cancel context.CancelCauseFunc // ends the upstream call; errDraining: with a hand-off
+	done   chan struct{}           // closed when the receiver has returned
+	drop   *sseItem                // what a dropped subscriber gets last
 
 	// Guarded by hub.mu.
 	subs    map[*sharedSub]struct{}
 	changed bool     // subs changed since the receiver's last snapshot
 	headers *sseItem // the headers event, once the backend sent headers
-	lastID  string   // the id of the last message event delivered
+	window  replayWindow
 
 	// Owned by the receiver goroutine.
 	snapshot []*sharedSub
@@ -138,34 +154,100 @@ type sharedCall struct {
 // handler goroutine is the only receiver from items.
 type sharedSub struct {
 	call *sharedCall
-	// items holds up to hub.queueLen events and one more place, kept free
-	// for the last item (the final status, or the drop), so that the last
-	// item always fits without blocking the receiver.
+	// items holds up to hub.queueLen events (more for a subscriber that
+	// joined with a backlog: the backlog's length more) and one more
+	// place, kept free for the last item (the final status, the hand-off
+	// or the drop), so that the last item always fits without blocking
+	// the receiver.
 	items   chan *sseItem
 	dropped bool
 }
 
+// replayWindow is a shared call's last events, for subscribers that resume
+// from one of them: a ring of at most size message items. base is the id
+// of the event just before the oldest one held (evicted, or, for a call
+// that a resuming subscriber opened, the id it was opened at), so a
+// subscriber at base misses none of the window either; "" is no id.
+type replayWindow struct {
+	items []*sseItem // len <= size; the oldest at head once full
+	head  int
+	base  string
+}
+
+// push adds a message event, evicting the oldest one when the window holds
+// size events already.
+func (w *replayWindow) push(it *sseItem, size int) {
+	if len(w.items) < size {
+		w.items = append(w.items, it)
+		return
+	}
+	w.base = w.items[w.head].id
+	w.items[w.head] = it
+	w.head = (w.head + 1) % len(w.items)
+}
+
+// after returns the events after the one with the given id, oldest first,
+// and whether the window knows that id: the newest event that has it, or
+// base. The slice is new; its items are shared and read-only.
+func (w *replayWindow) after(id string) ([]*sseItem, bool) {
+	if id == "" {
+		return nil, false
+	}
+	n := len(w.items)
+	for i := n - 1; i >= 0; i-- {
+		if w.at(i).id == id {
+			return w.slice(i+1, n), true
+		}
+	}
+	if w.base == id {
+		return w.slice(0, n), true
+	}
+	return nil, false
+}
+
+// at returns the i-th oldest event held.
+func (w *replayWindow) at(i int) *sseItem { return w.items[(w.head+i)%len(w.items)] }
+
+func (w *replayWindow) slice(from, to int) []*sseItem {
+	out := make([]*sseItem, 0, to-from)
+	for i := from; i < to; i++ {
+		out = append(out, w.at(i))
+	}
+	return out
+}
+
 // subscribe adds a subscriber to the shared call of key, opening the call
-// when there is none. req and md are the subscriber's request and request
-// metadata (before a resume is applied); they become the call's when it
-// opens it. lastID is the Last-Event-ID of a resuming subscriber, or "": a
-// resuming subscriber joins only a live call whose last event has exactly
-// that id (which needs a cursor field, so that ids name messages), and
-// never opens one. subscribe returns nil when the subscriber must have a
-// call of its own.
+// when there is none. req and md are the subscriber's request (resumed
+// already) and its request metadata for the shared call (without
+// per-request keys and without the resume's last-event-id); they become
+// the call's when it opens it. lastID is the Last-Event-ID of a resuming
+// subscriber, or "". A resuming subscriber joins a live call only when the
+// call's replay window knows its id, and then gets the events after it
+// first, so that it misses nothing and sees nothing twice; when no call is
+// live, it opens one resumed at its id, which later subscribers at the same
+// id (or within the window) join. Ids name messages only with a cursor
+// field: without one, a resuming subscriber always has a call of its own.
+// subscribe returns nil when the subscriber must have a call of its own.
 func (hub *sharedHub) subscribe(h *Handler, m *method, key sharedKey, req proto.Message, md metadata.MD, lastID string) *sharedSub {
-	sub := &sharedSub{items: make(chan *sseItem, hub.queueLen+1)}
 	hub.mu.Lock()
 	c := hub.calls[key]
-	if lastID != "" && (c == nil || m.cursor == nil || c.lastID != lastID) {
-		hub.mu.Unlock()
-		return nil
+	var backlog []*sseItem
+	if lastID != "" {
+		ok := m.cursor != nil
+		if ok && c != nil {
+			backlog, ok = c.window.after(lastID)
+		}
+		if !ok {
+			hub.mu.Unlock()
+			return nil
+		}
 	}
 	var open func()
 	if c == nil {
 		// The call's context is no subscriber's: the call outlives the
-		// subscriber that opened it, and ends when the last one leaves.
-		ctx, cancel := context.WithCancel(context.Background())
+		// subscriber that opened it, and ends when the last one leaves, or
+		// at the drain.
+		ctx, cancel := context.WithCancelCause(context.Background())
 		c = &sharedCall{
 			hub:    hub,
 			key:    key,
@@ -173,15 +255,30 @@ func (hub *sharedHub) subscribe(h *Handler, m *method, key sharedKey, req proto.
 			done:   make(chan struct{}),
 			drop: &sseItem{kind: itemDropped, st: status.Newf(codes.ResourceExhausted,
 				"this client fell behind the shared stream of %s; reconnect to resume", m.name)},
-			subs: make(map[*sharedSub]struct{}),
+			subs:   make(map[*sharedSub]struct{}),
+			window: replayWindow{base: lastID},
+		}
+		if lastID != "" {
+			// The call resumes where its opener left off, as the
+			// opener's own call would have.
+			md = md.Copy()
+			md[mdLastEventID] = []string{lastID}
 		}
 		hub.calls[key] = c
 		open = func() { go c.receive(ctx, h, m, req, md) }
 	}
+	size := hub.queueLen + len(backlog) + 1
 	if c.headers != nil {
-		sub.items <- c.headers // the queue is new and empty
+		size++
 	}
-	sub.call = c
+	sub := &sharedSub{call: c, items: make(chan *sseItem, size)}
+	// The queue is new and has room for all of it.
+	if c.headers != nil {
+		sub.items <- c.headers
+	}
+	for _, it := range backlog {
+		sub.items <- it
+	}
 	c.subs[sub] = struct{}{}
 	c.changed = true
 	hub.mu.Unlock()
@@ -205,7 +302,7 @@ func (sub *sharedSub) leave() {
 	}
 	hub.mu.Unlock()
 	if last {
-		c.cancel()
+		c.cancel(nil)
 		<-c.done
 	}
 }
@@ -213,18 +310,28 @@ func (sub *sharedSub) leave() {
 // receive is the call's receiver goroutine, the only one that uses the
 // upstream stream. It opens the call, relays its headers, messages and
 // final status to the subscribers, and returns when the call ends: by
-// itself, or because the last subscriber left and cancelled ctx.
+// itself, because the last subscriber left and cancelled ctx, or at the
+// drain, which ends every subscriber with a hand-off after the same last
+// event, so that they all resume from the same id (and share one call
+// again at the replica they reconnect to).
 func (c *sharedCall) receive(ctx context.Context, h *Handler, m *method, req proto.Message, md metadata.MD) {
 	defer close(c.done)
-	defer c.cancel()
+	defer c.cancel(nil)
+	defer context.AfterFunc(h.streams.drainCtx, func() { c.cancel(errDraining) })()
+	final := func(st *status.Status, trailers metadata.MD) *sseItem {
+		if errors.Is(context.Cause(ctx), errDraining) {
+			return &sseItem{kind: itemHandOff}
+		}
+		return &sseItem{kind: itemStatus, st: st, trailers: trailers}
+	}
 	ctx = metadata.NewOutgoingContext(ctx, md)
 	stream, st := openServerStream(ctx, m, req)
 	if st != nil {
-		c.end(&sseItem{kind: itemStatus, st: st})
+		c.end(final(st, nil))
 		return
 	}
 	if hdr, _ := stream.Header(); hdr != nil {
-		c.publish(&sseItem{kind: itemHeaders, data: h.headersJSON(hdr)}, "")
+		c.publish(&sseItem{kind: itemHeaders, data: h.headersJSON(hdr)})
 	}
 	enc := newResponseEncoder(h, m)
 	var (
@@ -233,9 +340,9 @@ func (c *sharedCall) receive(ctx context.Context, h *Handler, m *method, req pro
 		json []byte // each message's JSON, copied into its frame
 	)
 	for {
-		wire, st := recvWire(stream, &f)
+		wire, st := m.recvWire(stream, &f)
 		if st != nil {
-			c.end(&sseItem{kind: itemStatus, st: st, trailers: stream.Trailer()})
+			c.end(final(st, stream.Trailer()))
 			return
 		}
 		// Ids number the call's events from 1 unless the method has a
@@ -250,7 +357,7 @@ func (c *sharedCall) receive(ctx context.Context, h *Handler, m *method, req pro
 		}
 		// The event is framed once; every subscriber writes these bytes.
 		frame := appendEvent(make([]byte, 0, len(data)+len(id)+32), id, sseEventMessage, data)
-		c.publish(&sseItem{kind: itemFrame, data: frame, size: len(data)}, id)
+		c.publish(&sseItem{kind: itemFrame, data: frame, size: len(data), id: id})
 	}
 }
 
@@ -272,13 +379,16 @@ func (c *sharedCall) subscribers(update func()) []*sharedSub {
 
 // publish hands a headers or message event to every subscriber without
 // blocking: a subscriber whose queue is full gets the drop item in the
-// place kept free, and nothing after it. id is a message's event id.
-func (c *sharedCall) publish(it *sseItem, id string) {
+// place kept free, and nothing after it. A message event enters the replay
+// window under the same lock as the snapshot of subscribers is taken, so
+// that a subscriber that joins meanwhile gets it from the window, and only
+// from there.
+func (c *sharedCall) publish(it *sseItem) {
 	subs := c.subscribers(func() {
 		if it.kind == itemHeaders {
 			c.headers = it // for subscribers that join later
 		} else {
-			c.lastID = id
+			c.window.push(it, c.hub.replay)
 		}
 	})
 	for _, s := range subs {
@@ -287,7 +397,7 @@ func (c *sharedCall) publish(it *sseItem, id string) {
 		}
 		// Only this goroutine sends on s.items, so the length can only
 		// shrink between this check and the send.
-		if len(s.items) >= c.hub.queueLen {
+		if len(s.items) >= cap(s.items)-1 {
 			s.dropped = true
 			s.items <- c.drop
 			continue
