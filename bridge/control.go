@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"strings"
 	"unicode/utf8"
 
+	"github.com/gorilla/websocket"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -23,6 +27,11 @@ const (
 // quoted back in an error message, so that an error never echoes a large
 // input.
 const maxQuotedBytes = 64
+
+// errNotUTF8 is decodeControl's error for a text frame that is not UTF-8,
+// for which the WebSocket closes with 1007 (RFC 6455 sections 7.4.1 and
+// 8.1) rather than the 1008 of the other violations.
+var errNotUTF8 = errors.New("control frame: not valid UTF-8")
 
 // control is one control object a client sends: a metadata frame or an end
 // frame, never both. [decodeControl] makes one from a frame's bytes.
@@ -47,7 +56,7 @@ func decodeControl(data []byte) (control, error) {
 	// encoding/json would replace invalid UTF-8 with U+FFFD silently, and a
 	// text frame must be UTF-8 (RFC 6455 section 5.6) in the first place.
 	if !utf8.Valid(data) {
-		return control{}, errors.New("control frame: not valid UTF-8")
+		return control{}, errNotUTF8
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if !readDelim(dec, '{') {
@@ -242,4 +251,43 @@ func jsonMetadata(md map[string][]string) map[string][]string {
 		out[k] = v
 	}
 	return out
+}
+
+// brokenFraming returns the ending for an error from reading the socket
+// that is a frame breaking RFC 6455 rather than the client leaving: a
+// reserved bit set, an unmasked frame, a fragmented or oversized control
+// frame, an unknown opcode, a bad close frame, or a length with the top bit
+// set. gorilla/websocket has already sent the close frame with 1002 for all
+// but the last, so no status frame reaches the client; the ending is for
+// the logs and metrics. ok is false for every other error.
+func brokenFraming(err error) (e wsEnd, ok bool) {
+	var (
+		ce *websocket.CloseError
+		ne net.Error
+	)
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		// No read limit is set (read enforces its own): gorilla reports a
+		// frame length that does not fit in 63 bits this way.
+		err = errors.New("websocket: frame length out of range")
+	case errors.As(err, &ce), errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return wsEnd{}, false
+	case !strings.HasPrefix(err.Error(), "websocket: "):
+		// gorilla makes its protocol errors with errors.New("websocket: ..."),
+		// so their text is all there is to tell them by.
+		return wsEnd{}, false
+	}
+	msg := "WebSocket protocol error: " + strings.TrimPrefix(err.Error(), "websocket: ")
+	return wsEnd{st: status.New(codes.InvalidArgument, msg), closeCode: websocket.CloseProtocolError}, true
+}
+
+// clientFaultClose reports whether a close code says that the client broke
+// the protocol: 1002, 1007, 1008 and 1009.
+func clientFaultClose(code int) bool {
+	switch code {
+	case websocket.CloseProtocolError, websocket.CloseInvalidFramePayloadData,
+		websocket.ClosePolicyViolation, websocket.CloseMessageTooBig:
+		return true
+	}
+	return false
 }
