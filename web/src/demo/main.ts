@@ -1,14 +1,26 @@
-// The demo page: a live ticker over Server-Sent Events, a chat room over a
-// WebSocket, and a stream that fails on purpose, all through the client
-// library. Query parameters preset the forms: symbol, interval_ms,
+// The demo page: a live ticker over Server-Sent Events, quotes as plain
+// JSON, a chat room read over a WebSocket and posted to with fetch, and a
+// stream that fails on purpose, all through the client library. Query
+// parameters preset the forms: symbol (ticker and quote), interval_ms,
 // transport (eventsource or fetch), watch=0 (do not start the ticker), room,
 // user, and bridge (the bridge's origin, when it is not this page's).
 
+import { toJson, type JsonValue } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { BridgeClient, StatusError, codeName, type ServerStream, type Status, type WebSocketCall } from "../index.js";
+import {
+  BridgeClient,
+  StatusError,
+  codeName,
+  fetchUnary,
+  queryOf,
+  unary,
+  type ServerStream,
+  type Status,
+  type WebSocketCall,
+} from "../index.js";
 import { ChatMessageSchema, ChatService, type ChatMessage } from "../gen/demo/v1/chat_pb.js";
 import { EchoService } from "../gen/demo/v1/echo_pb.js";
-import { TickerService, type Tick } from "../gen/demo/v1/ticker_pb.js";
+import { QuoteRequestSchema, TickSchema, TickerService, type Tick } from "../gen/demo/v1/ticker_pb.js";
 
 const params = new URLSearchParams(location.search);
 const client = new BridgeClient(params.get("bridge") ?? "");
@@ -16,6 +28,7 @@ const client = new BridgeClient(params.get("bridge") ?? "");
 /** What the page received, for people in the console and for the end-to-end tests. */
 const state = {
   ticker: { seqs: [] as number[], log: [] as string[] },
+  quote: { tick: undefined as JsonValue | undefined },
   chat: { joined: false, messages: [] as { user: string; text: string }[], status: undefined as Status | undefined },
   errors: { messages: [] as string[], status: undefined as Status | undefined },
 };
@@ -50,6 +63,11 @@ function statusOf(err: unknown): Status {
     return err.toStatus();
   }
   return { code: 2, message: String(err), details: [], trailers: {} };
+}
+
+/** bridgeURL is the URL of a path on the bridge, such as a google.api.http rule's. */
+function bridgeURL(path: string): string {
+  return `${client.baseUrl.replace(/\/+$/, "")}${path}`;
 }
 
 // Ticker ---------------------------------------------------------------
@@ -146,12 +164,51 @@ $("ticker-stop").addEventListener("click", () => {
   setTickerState("stopped");
 });
 
+// Quote ----------------------------------------------------------------
+
+/**
+ * quote asks for the latest tick of a symbol, answered as plain JSON: at the
+ * method's google.api.http path, at its gRPC path with GET (it has no side
+ * effects), or with the client library's unary POST.
+ */
+async function quote(): Promise<void> {
+  const symbol = $<HTMLInputElement>("quote-symbol").value;
+  const out = $("quote-json");
+  out.textContent = "…";
+  try {
+    let tick: Tick;
+    switch ($<HTMLSelectElement>("quote-via").value) {
+      case "get":
+        tick = await fetchUnary(TickSchema, client.url(TickerService.method.quote, queryOf(QuoteRequestSchema, { symbol })));
+        break;
+      case "post":
+        tick = await unary(client, TickerService.method.quote, { symbol });
+        break;
+      default:
+        tick = await fetchUnary(TickSchema, bridgeURL(`/v1/tickers/${encodeURIComponent(symbol)}`));
+    }
+    state.quote.tick = toJson(TickSchema, tick);
+    out.textContent = JSON.stringify(state.quote.tick, null, 2);
+  } catch (err) {
+    state.quote.tick = undefined;
+    out.textContent = "failed: the status is under Errors";
+    showError(`Quote ${JSON.stringify(symbol)}`, err);
+  }
+}
+
+$("quote-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  void quote();
+});
+
 // Chat -----------------------------------------------------------------
 
 /** The text of the message a page sends after it joins; its own copy coming back confirms the join. */
 const joinText = "joined the room";
 
 let chat: WebSocketCall<typeof ChatMessageSchema, typeof ChatMessageSchema> | undefined;
+/** The room and name the page joined with: what it posts as. */
+let member = { room: "", user: "" };
 
 function setChatState(text: string): void {
   $("chat-state").textContent = text;
@@ -169,6 +226,7 @@ function join(): void {
   const user = $<HTMLInputElement>("chat-user").value;
   const call = client.open(ChatService.method.chat);
   chat = call;
+  member = { room, user };
   state.chat.joined = false;
   state.chat.status = undefined;
   $("chat-messages").replaceChildren();
@@ -229,9 +287,29 @@ $("chat-send").addEventListener("submit", (e) => {
   if (chat === undefined || input.value === "") {
     return;
   }
-  chat.send({ room: $<HTMLInputElement>("chat-room").value, user: $<HTMLInputElement>("chat-user").value, text: input.value });
-  input.value = "";
+  void post(input);
 });
+
+/**
+ * post sends the input's text to the room with ChatService/Post at its
+ * google.api.http path; the message comes back, like everyone's, on the
+ * page's Chat stream.
+ */
+async function post(input: HTMLInputElement): Promise<void> {
+  const text = input.value;
+  const { room, user } = member;
+  try {
+    await fetchUnary(ChatMessageSchema, bridgeURL(`/v1/rooms/${encodeURIComponent(room)}/messages`), {
+      body: JSON.stringify({ user, text }),
+    });
+    if (input.value === text) {
+      input.value = "";
+    }
+  } catch (err) {
+    showError(`Post to ${room}`, err);
+  }
+}
+
 $("chat-leave").addEventListener("click", () => {
   // The chat server keeps delivering after a half-close (closeSend), so
   // leaving closes the socket: the bridge cancels the call.
@@ -240,19 +318,37 @@ $("chat-leave").addEventListener("click", () => {
 
 // Errors ---------------------------------------------------------------
 
-async function showFailure(stream: ServerStream<{ seq: bigint }>): Promise<void> {
+/** resetErrors empties the error panel for a new attempt and returns its output list. */
+function resetErrors(): HTMLElement {
   const out = $("error-output");
   out.replaceChildren();
   state.errors.messages = [];
   state.errors.status = undefined;
   $("error-status").textContent = "waiting";
+  return out;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof StatusError ? `StatusError: ${err.message}` : String(err);
+}
+
+/** showError puts the failure of a unary call (a quote, a chat post) in the error panel. */
+function showError(what: string, err: unknown): void {
+  const out = resetErrors();
+  item(out, `${what}: ${errorText(err)}`, "error");
+  state.errors.status = statusOf(err);
+  $("error-status").textContent = describe(state.errors.status);
+}
+
+async function showFailure(stream: ServerStream<{ seq: bigint }>): Promise<void> {
+  const out = resetErrors();
   try {
     for await (const msg of stream) {
       state.errors.messages.push(String(msg.seq));
       item(out, `message #${stream.lastEventId}: seq ${msg.seq}`);
     }
   } catch (err) {
-    item(out, err instanceof StatusError ? `StatusError: ${err.message}` : String(err), "error");
+    item(out, errorText(err), "error");
   }
   const st = await stream.status;
   state.errors.status = st;
@@ -284,6 +380,7 @@ $("error-refused").addEventListener("click", () => {
 $<HTMLInputElement>("ticker-symbol").value = params.get("symbol") ?? "ACME";
 $<HTMLInputElement>("ticker-interval").value = params.get("interval_ms") ?? "500";
 $<HTMLSelectElement>("ticker-transport").value = params.get("transport") ?? "eventsource";
+$<HTMLInputElement>("quote-symbol").value = params.get("symbol") ?? "ACME";
 $<HTMLInputElement>("chat-room").value = params.get("room") ?? "lobby";
 $<HTMLInputElement>("chat-user").value = params.get("user") ?? `guest-${Math.floor(Math.random() * 1000)}`;
 if (params.get("watch") !== "0") {
