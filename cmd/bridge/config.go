@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -17,6 +18,8 @@ import (
 // plural (-backend: backends, -allow-origin: allow_origins, ...).
 type Config struct {
 	Addr              string                  `yaml:"addr"`
+	AdminAddr         string                  `yaml:"admin_addr"`
+	GRPCAddr          string                  `yaml:"grpc_addr"`
 	Demo              bool                    `yaml:"demo"`
 	Backends          []BackendConfig         `yaml:"backends"`
 	Descriptors       string                  `yaml:"descriptors"`
@@ -37,6 +40,7 @@ type Config struct {
 	ReadMaxBytes      int64                   `yaml:"read_max_bytes"`
 	ResponseMaxBytes  int64                   `yaml:"response_max_bytes"`
 	DrainTimeout      time.Duration           `yaml:"drain_timeout"`
+	ShutdownDelay     time.Duration           `yaml:"shutdown_delay"`
 	SchemaRefresh     time.Duration           `yaml:"schema_refresh"`
 	MaxStreams        int64                   `yaml:"max_streams"`
 	MaxClientStreams  int64                   `yaml:"max_streams_per_client"`
@@ -159,11 +163,13 @@ func parseFlags(args []string) (*Config, error) {
 	fs := flag.NewFlagSet("bridge", flag.ContinueOnError)
 	fs.StringVar(&configFile, "config", "", "YAML config `file`; flags given on the command line override it")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address `host:port`")
+	fs.StringVar(&c.AdminAddr, "admin-addr", "", "serve /metrics and a detailed /readyz on this operational listener `host:port` only; default: /metrics on -addr")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", "", "serve native gRPC on this cleartext HTTP/2 (h2c) listener `host:port` only, and refuse it on -addr; default: native gRPC on -addr")
 	fs.BoolVar(&c.Demo, "demo", false, "run the demo services in-process, expose them and serve the demo page at /")
 	fs.Var((*backendFlag)(&c.Backends), "backend", "gRPC `target` for every exposed service, or pattern=target for the services matching pattern (repeatable)")
 	fs.StringVar(&c.Descriptors, "descriptors", "", "binary FileDescriptorSet `file` (buf build -o) holding the exposed services; default: the compiled-in descriptors")
 	fs.Var((*listFlag)(&c.Expose), "expose", "expose the methods matching `pattern`: pkg.*, pkg.Service or pkg.Service/Method (repeatable)")
-	fs.Var((*listFlag)(&c.AllowOrigins), "allow-origin", "let pages from this `origin` (https://app.example.com, or *) open WebSockets (repeatable; default: same origin only)")
+	fs.Var((*listFlag)(&c.AllowOrigins), "allow-origin", "let pages from this `origin` (https://app.example.com, or * without credentials) use the bridge: SSE, unary JSON, WebSockets and CORS (repeatable; default: same origin only)")
 	fs.BoolVar(&c.CORSCredentials, "cors-credentials", false, "let pages of the -allow-origin origins (not *) read SSE streams with credentials (Access-Control-Allow-Credentials)")
 	fs.Var((*listFlag)(&c.RequestHeaders), "request-header", "forward this request `header` (or prefix*) to backends as metadata (repeatable; replaces the default list)")
 	fs.Var((*listFlag)(&c.ResponseMetadata), "response-metadata", "pass this backend metadata `key` (or prefix*) to browsers (repeatable)")
@@ -177,10 +183,11 @@ func parseFlags(args []string) (*Config, error) {
 	fs.DurationVar(&c.PongTimeout, "pong-timeout", c.PongTimeout, "time a WebSocket peer has to answer a ping")
 	fs.Int64Var(&c.ReadMaxBytes, "read-max-bytes", c.ReadMaxBytes, "largest request message from a browser, in bytes")
 	fs.Int64Var(&c.ResponseMaxBytes, "response-max-bytes", c.ResponseMaxBytes, "largest response message from a backend, in bytes")
-	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time to drain streams after SIGTERM")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time to drain streams after SIGTERM and the shutdown delay")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "after SIGTERM, keep serving new requests this long with /readyz at 503, so load balancers stop sending them, before draining")
 	fs.Int64Var(&c.MaxStreams, "max-streams", 0, "most streams open at once; 0: no limit")
 	fs.Int64Var(&c.MaxClientStreams, "max-streams-per-client", 0, "most streams open at once from one client IP; 0: no limit")
-	fs.Var((*listFlag)(&c.NativeGRPCNets), "native-grpc-network", "let callers in this `CIDR` use native gRPC pass-through (repeatable; default: loopback and private networks)")
+	fs.Var((*listFlag)(&c.NativeGRPCNets), "native-grpc-network", "let callers in this `CIDR` use native gRPC pass-through, which forwards every header (repeatable; default: loopback only)")
 	fs.Var((*listFlag)(&c.TrustedProxies), "trusted-proxy", "trust X-Forwarded-For from this `CIDR` (a load balancer) for the client IP (repeatable)")
 	fs.DurationVar(&c.MaxStreamDuration, "max-stream-duration", 0, "end streams after this long (SSE resumes with Last-Event-ID); 0: no limit")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "export OpenTelemetry spans over OTLP/gRPC to this `host:port`; default: no tracing")
@@ -282,6 +289,10 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("-%s must be positive, got %v", d.name, d.v))
 		}
 	}
+	if c.ShutdownDelay < 0 {
+		errs = append(errs, fmt.Errorf("-shutdown-delay cannot be negative, got %v", c.ShutdownDelay))
+	}
+	errs = append(errs, c.validateListeners()...)
 	if c.MaxStreams < 0 || c.MaxClientStreams < 0 || c.MaxStreamDuration < 0 {
 		errs = append(errs, errors.New("stream limits cannot be negative"))
 	}
@@ -307,4 +318,26 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("-log-format %q: want text or json", c.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// validateListeners checks the listen addresses: each a host:port, and no
+// two the same (port 0, an ephemeral port, excepted).
+func (c *Config) validateListeners() []error {
+	var errs []error
+	seen := make(map[string]string) // address: flag
+	for _, l := range []struct{ flag, addr string }{{"-addr", c.Addr}, {"-admin-addr", c.AdminAddr}, {"-grpc-addr", c.GRPCAddr}} {
+		if l.addr == "" && l.flag != "-addr" {
+			continue
+		}
+		_, port, err := net.SplitHostPort(l.addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want host:port, such as 127.0.0.1:9090 or :9090", l.flag, l.addr))
+			continue
+		}
+		if other, ok := seen[l.addr]; ok && port != "0" {
+			errs = append(errs, fmt.Errorf("%s and %s are both %s: give each listener its own port", other, l.flag, l.addr))
+		}
+		seen[l.addr] = l.flag
+	}
+	return errs
 }

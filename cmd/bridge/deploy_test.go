@@ -68,6 +68,11 @@ func TestDeployExampleConfig(t *testing.T) {
 	if cfg.DrainTimeout != 20*time.Second || cfg.MaxStreams <= 0 || cfg.MaxClientStreams <= 0 {
 		t.Errorf("drain_timeout %v, max_streams %d, max_streams_per_client %d", cfg.DrainTimeout, cfg.MaxStreams, cfg.MaxClientStreams)
 	}
+	// Probes and scrapes go to an operational listener of their own, and
+	// load balancers get a few seconds to see /readyz at 503 on SIGTERM.
+	if cfg.AdminAddr == "" || cfg.AdminAddr == cfg.Addr || cfg.ShutdownDelay < time.Second {
+		t.Errorf("admin_addr %q (addr %q), shutdown_delay %v: want an admin listener and a shutdown delay of a few seconds", cfg.AdminAddr, cfg.Addr, cfg.ShutdownDelay)
+	}
 }
 
 // manifest is one YAML document of deploy/kubernetes.
@@ -186,17 +191,41 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	cfg := loadExample(t, exampleConfig)
 	grace := time.Duration(dig(t, pod, "terminationGracePeriodSeconds").(int)) * time.Second
-	preStop := time.Duration(dig(t, ctr, "lifecycle", "preStop", "sleep", "seconds").(int)) * time.Second
-	if grace <= preStop+cfg.DrainTimeout {
-		t.Errorf("terminationGracePeriodSeconds %v must exceed the preStop sleep %v plus drain_timeout %v", grace, preStop, cfg.DrainTimeout)
+	var preStop time.Duration // optional: shutdown_delay does its job
+	if lc, ok := ctr.(map[string]any)["lifecycle"]; ok {
+		preStop = time.Duration(dig(t, lc, "preStop", "sleep", "seconds").(int)) * time.Second
 	}
-	for _, probe := range []struct{ name, path string }{{"readinessProbe", "/readyz"}, {"livenessProbe", "/healthz"}} {
-		if got := dig(t, ctr, probe.name, "httpGet", "path"); got != probe.path {
-			t.Errorf("%s path %v, want %s", probe.name, got, probe.path)
+	if grace <= preStop+cfg.ShutdownDelay+cfg.DrainTimeout {
+		t.Errorf("terminationGracePeriodSeconds %v must exceed the preStop sleep %v plus shutdown_delay %v plus drain_timeout %v",
+			grace, preStop, cfg.ShutdownDelay, cfg.DrainTimeout)
+	}
+
+	// The container's ports are the config's listeners, by name.
+	ports := make(map[string]string) // name: ":port"
+	for i := range dig(t, ctr, "ports").([]any) {
+		ports[fmt.Sprint(dig(t, ctr, "ports", i, "name"))] = fmt.Sprint(":", dig(t, ctr, "ports", i, "containerPort"))
+	}
+	if ports["http"] != cfg.Addr || ports["admin"] != cfg.AdminAddr {
+		t.Errorf("container ports %v, config addr %q and admin_addr %q", ports, cfg.Addr, cfg.AdminAddr)
+	}
+	// Probes and Prometheus on the admin port, which alone has the
+	// detailed /readyz and, with admin_addr, /metrics.
+	for _, probe := range []struct{ name, path string }{{"readinessProbe", "/readyz"}, {"livenessProbe", "/healthz"}, {"startupProbe", "/healthz"}} {
+		path, port := dig(t, ctr, probe.name, "httpGet", "path"), fmt.Sprint(dig(t, ctr, probe.name, "httpGet", "port"))
+		if path != probe.path || port != "admin" {
+			t.Errorf("%s on %v port %s, want %s on the admin port", probe.name, path, port, probe.path)
 		}
 	}
-	if got := dig(t, ctr, "ports", 0, "containerPort"); fmt.Sprint(":", got) != cfg.Addr {
-		t.Errorf("containerPort %v, config addr %q", got, cfg.Addr)
+	annotations := dig(t, dep, "spec", "template", "metadata", "annotations")
+	if got := fmt.Sprint(":", dig(t, annotations, "prometheus.io/port")); got != cfg.AdminAddr || dig(t, annotations, "prometheus.io/path") != "/metrics" {
+		t.Errorf("prometheus.io/port %s and path %v, want admin_addr %s and /metrics", got, dig(t, annotations, "prometheus.io/path"), cfg.AdminAddr)
+	}
+	// The Service, which the ingress routes browsers through, never
+	// reaches the admin port.
+	for i := range dig(t, byKind["Service"].doc, "spec", "ports").([]any) {
+		if target := fmt.Sprint(dig(t, byKind["Service"].doc, "spec", "ports", i, "targetPort")); target == "admin" || ":"+target == cfg.AdminAddr {
+			t.Errorf("service.yaml routes port %d to the admin port", i)
+		}
 	}
 }
 

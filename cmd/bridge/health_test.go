@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -38,18 +39,40 @@ func TestReadinessFollowsTheBackend(t *testing.T) {
 	backend := demo.NewServer()
 	go func() { _ = backend.Serve(lis) }()
 
-	cfg, err := parseFlags([]string{"-backend", addr, "-expose", "demo.v1.*"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := startBridge(t, cfg)
-	if body := pollReady(t, base+"/readyz", http.StatusOK); body != "ready\n" {
-		t.Fatalf("ready body %q", body)
+	var bridges []*testBridge
+	for _, admin := range []bool{false, true} {
+		args := []string{"-backend", addr, "-expose", "demo.v1.*"}
+		if admin {
+			args = append(args, "-admin-addr", "127.0.0.1:0")
+		}
+		cfg, err := parseFlags(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := startTestBridge(t, cfg, slog.New(slog.DiscardHandler))
+		if body := pollReady(t, b.url+"/readyz", http.StatusOK); body != "ready\n" {
+			t.Fatalf("ready body %q", body)
+		}
+		if admin {
+			if body := pollReady(t, b.adminURL+"/readyz", http.StatusOK); body != "ready\n" {
+				t.Fatalf("admin ready body %q", body)
+			}
+		}
+		bridges = append(bridges, b)
 	}
 
 	backend.Stop()
-	if body := pollReady(t, base+"/readyz", http.StatusServiceUnavailable); !strings.Contains(body, "backend "+addr) {
-		t.Fatalf("not-ready body %q does not name the backend", body)
+	for _, b := range bridges {
+		// The public port names nothing internal, with or without an
+		// admin listener.
+		if body := pollReady(t, b.url+"/readyz", http.StatusServiceUnavailable); body != "not ready\n" || strings.Contains(body, addr) {
+			t.Fatalf("public not-ready body %q, want \"not ready\\n\" without the target %s", body, addr)
+		}
+		if b.adminURL != "" {
+			if body := pollReady(t, b.adminURL+"/readyz", http.StatusServiceUnavailable); !strings.Contains(body, "backend "+addr) {
+				t.Fatalf("admin not-ready body %q does not name the backend", body)
+			}
+		}
 	}
 
 	// The backend comes back on the same address.
@@ -60,22 +83,36 @@ func TestReadinessFollowsTheBackend(t *testing.T) {
 	backend = demo.NewServer()
 	go func() { _ = backend.Serve(lis) }()
 	t.Cleanup(backend.Stop)
-	pollReady(t, base+"/readyz", http.StatusOK)
+	for _, b := range bridges {
+		pollReady(t, b.url+"/readyz", http.StatusOK)
+	}
 }
 
 func TestReadinessWhileDraining(t *testing.T) {
 	t.Parallel()
-	rd := &readiness{}
-	rec := httptest.NewRecorder()
-	rd.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
-	if rec.Code != http.StatusOK {
-		t.Fatalf("no backends, not draining: %d", rec.Code)
+	var logs strings.Builder
+	rd := &readiness{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	probe := func(detailed bool) (int, string) {
+		rec := httptest.NewRecorder()
+		rd.handler(detailed).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := probe(false); code != http.StatusOK || body != "ready\n" {
+		t.Fatalf("no backends, not draining: %d %q", code, body)
+	}
+	if logs.Len() != 0 {
+		t.Fatalf("ready from the start, yet logged %q", logs.String())
 	}
 	rd.draining.Store(true)
-	rec = httptest.NewRecorder()
-	rd.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
-	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "draining") {
-		t.Fatalf("draining: %d %q", rec.Code, rec.Body.String())
+	if code, body := probe(true); code != http.StatusServiceUnavailable || body != "not ready: draining\n" {
+		t.Fatalf("draining, detailed: %d %q", code, body)
+	}
+	if code, body := probe(false); code != http.StatusServiceUnavailable || body != "not ready\n" {
+		t.Fatalf("draining, public: %d %q", code, body)
+	}
+	// One log line for the change, none for the probes that saw no change.
+	if got := strings.Count(logs.String(), "readiness changed"); got != 1 || !strings.Contains(logs.String(), "reasons=draining") {
+		t.Fatalf("logs %q, want one readiness change with reasons=draining", logs.String())
 	}
 }
 

@@ -32,6 +32,9 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// After the first signal, a second one stops the process at once
+	// instead of waiting for the shutdown delay and the drain.
+	context.AfterFunc(ctx, stop)
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("bridge stopped", slog.Any("error", err))
 		os.Exit(1)

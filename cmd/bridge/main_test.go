@@ -59,24 +59,61 @@ func TestParseFlagsErrors(t *testing.T) {
 	}
 }
 
-// startBridge serves cfg on a loopback port until the test ends, and
-// returns the base URL.
+// testBridge is a bridge serving a config on loopback ports: one for each
+// listener the config asks for.
+type testBridge struct {
+	url      string             // the public listener: http://host:port
+	adminURL string             // the admin listener; "" without -admin-addr
+	grpcAddr string             // the native gRPC listener, host:port; "" without -grpc-addr
+	stop     context.CancelFunc // what SIGTERM does through signal.NotifyContext
+	exited   chan struct{}      // closed when serve has returned err
+	err      error
+}
+
+// startTestBridge serves cfg, logging to log, until the test ends or
+// stop.
+func startTestBridge(t *testing.T, cfg *Config, log *slog.Logger) *testBridge {
+	t.Helper()
+	ls := listeners{public: listenLoopback(t)}
+	b := &testBridge{url: "http://" + ls.public.Addr().String(), exited: make(chan struct{})}
+	if cfg.AdminAddr != "" {
+		ls.admin = listenLoopback(t)
+		b.adminURL = "http://" + ls.admin.Addr().String()
+	}
+	if cfg.GRPCAddr != "" {
+		ls.grpc = listenLoopback(t)
+		b.grpcAddr = ls.grpc.Addr().String()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stop = cancel
+	go func() {
+		defer close(b.exited)
+		b.err = serve(ctx, cfg, log, ls)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-b.exited // within the shutdown delay plus the drain timeout
+		if b.err != nil {
+			t.Errorf("serve: %v", b.err)
+		}
+	})
+	return b
+}
+
+// startBridge serves cfg until the test ends, and returns the public
+// listener's base URL.
 func startBridge(t *testing.T, cfg *Config) string {
+	t.Helper()
+	return startTestBridge(t, cfg, slog.New(slog.DiscardHandler)).url
+}
+
+func listenLoopback(t *testing.T) net.Listener {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, slog.New(slog.DiscardHandler), lis) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	return "http://" + lis.Addr().String()
+	return lis
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -195,22 +232,29 @@ func TestShutdownDrainsLiveStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, slog.New(slog.DiscardHandler), lis) }()
-
-	resp, err := http.Get("http://" + lis.Addr().String() + "/demo.v1.TickerService/Watch?symbol=A&interval_ms=5")
+	b := startTestBridge(t, cfg, slog.New(slog.DiscardHandler))
+	resp, err := http.Get(b.url + "/demo.v1.TickerService/Watch?symbol=A&interval_ms=5")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	r := bridgetest.NewSSEReader(resp.Body)
-	for seen := 0; seen < 2; {
+	readTicks(t, r, 2)
+	b.stop()
+	if last := lastEvent(r); last.Type != "" || last.Retry != 1500*time.Millisecond {
+		t.Fatalf("last block %+v, want a lone retry hint", last)
+	}
+	select {
+	case <-b.exited:
+	case <-time.After(cfg.DrainTimeout):
+		t.Fatal("serve did not return within the drain timeout")
+	}
+}
+
+// readTicks reads events until n messages.
+func readTicks(t *testing.T, r *bridgetest.SSEReader, n int) {
+	t.Helper()
+	for seen := 0; seen < n; {
 		ev, err := r.Next()
 		if err != nil {
 			t.Fatal(err)
@@ -219,24 +263,16 @@ func TestShutdownDrainsLiveStreams(t *testing.T) {
 			seen++
 		}
 	}
-	stop() // what SIGTERM does through signal.NotifyContext
+}
+
+// lastEvent reads a stream to its end and returns its last block.
+func lastEvent(r *bridgetest.SSEReader) bridgetest.Event {
 	var last bridgetest.Event
 	for {
 		ev, err := r.Next()
 		if err != nil {
-			break
+			return last
 		}
 		last = ev
-	}
-	if last.Type != "" || last.Retry != 1500*time.Millisecond {
-		t.Fatalf("last block %+v, want a lone retry hint", last)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve: %v", err)
-		}
-	case <-time.After(cfg.DrainTimeout):
-		t.Fatal("serve did not return within the drain timeout")
 	}
 }

@@ -96,7 +96,7 @@ func serveErr(t *testing.T, cfg *Config) error {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), schemaTimeout)
 	defer cancel()
-	return serve(ctx, cfg, slog.New(slog.DiscardHandler), lis)
+	return serve(ctx, cfg, slog.New(slog.DiscardHandler), listeners{public: lis})
 }
 
 func TestStartupWithoutSchemaSource(t *testing.T) {
@@ -354,21 +354,8 @@ func TestSIGHUPReloadsSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := newSchemaLogs()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, slog.New(logs), lis) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	base := "http://" + lis.Addr().String()
+	base := startTestBridge(t, cfg, slog.New(logs)).url
 
 	// An answer means serve is serving, so its SIGHUP handler is in place.
 	if code := statusOf(t, base+"/dyn.v1.Calendar/Days?count=1"); code != http.StatusNotFound {

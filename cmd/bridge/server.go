@@ -22,18 +22,53 @@ import (
 	"github.com/grpcbridge/grpcbridge/web"
 )
 
-// run listens on cfg.Addr and serves until ctx ends.
+// run listens on cfg's addresses and serves until ctx ends.
 func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
-	lis, err := net.Listen("tcp", cfg.Addr)
+	ls, err := listen(cfg)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, log, lis)
+	return serve(ctx, cfg, log, ls)
 }
 
-// serve serves on lis until ctx ends, then drains, and closes lis.
-func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener) error {
-	defer lis.Close()
+// listeners are the bridge's listeners: public (-addr) always, admin
+// (-admin-addr) and grpc (-grpc-addr) when configured, nil otherwise.
+type listeners struct {
+	public, admin, grpc net.Listener
+}
+
+// listen opens every configured listener, or none.
+func listen(cfg *Config) (listeners, error) {
+	var ls listeners
+	for _, l := range []struct {
+		flag, addr string
+		lis        *net.Listener
+	}{{"-addr", cfg.Addr, &ls.public}, {"-admin-addr", cfg.AdminAddr, &ls.admin}, {"-grpc-addr", cfg.GRPCAddr, &ls.grpc}} {
+		if l.addr == "" {
+			continue
+		}
+		lis, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			ls.close()
+			return listeners{}, fmt.Errorf("%s: %w", l.flag, err)
+		}
+		*l.lis = lis
+	}
+	return ls, nil
+}
+
+func (ls listeners) close() {
+	for _, l := range []net.Listener{ls.public, ls.admin, ls.grpc} {
+		if l != nil {
+			_ = l.Close()
+		}
+	}
+}
+
+// serve serves on ls until ctx ends, then drains (see [drain]), and closes
+// ls.
+func serve(ctx context.Context, cfg *Config, log *slog.Logger, ls listeners) error {
+	defer ls.close()
 	opts := []bridge.Option{
 		bridge.WithLogger(log),
 		bridge.WithHeartbeatInterval(cfg.HeartbeatInterval),
@@ -57,6 +92,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 		}
 		opts = append(opts, bridge.WithNativeGRPCNetworks(nets...))
 	}
+	if ls.grpc != nil {
+		opts = append(opts, bridge.WithNativeGRPCOnlyOnGRPCHandler())
+	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts = append(opts, bridge.WithMetrics(newPromMetrics(registry, cfg.MetricsNamespace)))
@@ -71,7 +109,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 			log.Warn("flush spans", slog.Any("error", err))
 		}
 	}()
-	ready := &readiness{}
+	ready := &readiness{log: log}
 	if len(cfg.RequestHeaders) > 0 {
 		opts = append(opts, bridge.WithRequestHeaders(cfg.RequestHeaders...))
 	}
@@ -147,61 +185,124 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, lis net.Listener)
 		stopReclaim()
 		<-reclaimDone
 	}()
+	metrics := promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
+	publicMetrics := metrics
+	if ls.admin != nil {
+		publicMetrics = nil // the public port answers /metrics with the bridge's 404
+	}
+	public := newServer(log, publicRoutes(tr.wrapHTTP(routes(h, cfg.Demo)), ready, publicMetrics))
+	public.Protocols.SetHTTP2(cfg.TLSCert != "")
+	public.Protocols.SetUnencryptedHTTP2(cfg.H2C)
+	servers := []listening{{srv: public, lis: ls.public, tls: cfg.TLSCert != ""}}
+	if ls.grpc != nil {
+		// Cleartext HTTP/2 with prior knowledge, as gRPC clients speak it;
+		// HTTP/1.1 too, so that anything else gets a JSON error, not a
+		// closed connection.
+		grpcSrv := newServer(log, tr.wrapHTTP(h.GRPCHandler()))
+		grpcSrv.Protocols.SetUnencryptedHTTP2(true)
+		servers = append(servers, listening{srv: grpcSrv, lis: ls.grpc})
+	}
+	if ls.admin != nil {
+		// Last, so that it is shut down last: probes and scrapes see the
+		// drain to its end.
+		servers = append(servers, listening{srv: newServer(log, adminRoutes(ready, metrics)), lis: ls.admin})
+	}
+
+	attrs := []any{slog.String("addr", ls.public.Addr().String()), slog.Bool("demo", cfg.Demo), slog.Bool("tls", cfg.TLSCert != "")}
+	if ls.admin != nil {
+		attrs = append(attrs, slog.String("admin_addr", ls.admin.Addr().String()))
+	}
+	if ls.grpc != nil {
+		attrs = append(attrs, slog.String("grpc_addr", ls.grpc.Addr().String()))
+	}
+	log.Info("bridge listening", attrs...)
+	served := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() {
+			if s.tls {
+				served <- s.srv.ServeTLS(s.lis, cfg.TLSCert, cfg.TLSKey)
+				return
+			}
+			served <- s.srv.Serve(s.lis)
+		}()
+	}
+	select {
+	case err := <-served:
+		// A listener failed (a bad certificate, say): stop the others.
+		for _, s := range servers {
+			_ = s.srv.Close()
+		}
+		for range len(servers) - 1 {
+			<-served
+		}
+		return err
+	case <-ctx.Done():
+	}
+	drain(cfg, log, h, ready, servers)
+	var first error
+	for range servers {
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// listening is an HTTP server and the listener it serves.
+type listening struct {
+	srv *http.Server
+	lis net.Listener
+	tls bool // serve HTTPS with the configured certificate
+}
+
+// newServer returns an HTTP server of h that speaks HTTP/1.1, plus whatever
+// the caller turns on in Protocols.
+func newServer(log *slog.Logger, h http.Handler) *http.Server {
 	srv := &http.Server{
-		Addr:              cfg.Addr,
-		Handler:           opsRoutes(tr.wrapHTTP(routes(h, cfg.Demo)), ready, registry),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		Protocols:         new(http.Protocols),
 	}
 	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetHTTP2(cfg.TLSCert != "")
-	srv.Protocols.SetUnencryptedHTTP2(cfg.H2C)
+	return srv
+}
 
-	log.Info("bridge listening", slog.String("addr", lis.Addr().String()), slog.Bool("demo", cfg.Demo), slog.Bool("tls", cfg.TLSCert != ""))
-	served := make(chan error, 1)
-	go func() {
-		if cfg.TLSCert != "" {
-			served <- srv.ServeTLS(lis, cfg.TLSCert, cfg.TLSKey)
-			return
-		}
-		served <- srv.Serve(lis)
-	}()
-	select {
-	case err := <-served:
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("draining", slog.Duration("timeout", cfg.DrainTimeout))
+// drain stops the bridge gracefully, as design.md's "Command line" says:
+// /readyz turns 503 at once; for the shutdown delay every listener stays
+// open and new requests are served as before, so that load balancers see
+// the 503 and take the replica out of rotation before it refuses anything;
+// then the handler drains (SSE streams get a retry hint and end, WebSockets
+// UNAVAILABLE and 1001, native gRPC streams UNAVAILABLE), and the servers
+// shut down, all within the drain timeout. Streams still open at its end
+// are cut; browsers resume them elsewhere with Last-Event-ID.
+func drain(cfg *Config, log *slog.Logger, h *bridge.Handler, ready *readiness, servers []listening) {
 	ready.draining.Store(true)
+	log.Info("draining", slog.Duration("shutdown_delay", cfg.ShutdownDelay), slog.Duration("timeout", cfg.DrainTimeout))
+	if cfg.ShutdownDelay > 0 {
+		time.Sleep(cfg.ShutdownDelay)
+	}
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
-	// The handler first: SSE streams get their retry hint and end, and
-	// WebSockets (which http.Server.Shutdown does not track) close with
-	// 1001. Then the server closes its listener and idle connections.
+	// The handler first: http.Server.Shutdown does not track WebSockets
+	// (hijacked) and would wait for SSE streams forever. Then each server
+	// closes its listener and idle connections.
 	if err := h.Shutdown(drainCtx); err != nil {
 		log.Warn("streams still open at the drain deadline", slog.Any("error", err))
 	}
-	if err := srv.Shutdown(drainCtx); err != nil {
-		// Streams still open at the deadline are cut; browsers resume them
-		// elsewhere with Last-Event-ID.
-		_ = srv.Close()
+	for _, s := range servers {
+		if err := s.srv.Shutdown(drainCtx); err != nil {
+			_ = s.srv.Close()
+		}
 	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }
 
 // routes puts the bridge, the health endpoint and, in demo mode, the demo
 // page on one mux.
 func routes(h *bridge.Handler, demoPage bool) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	mux.HandleFunc("GET /healthz", serveHealthz)
 	if demoPage {
 		mux.Handle("GET /{$}", http.FileServerFS(web.Dist))
 		mux.Handle("GET /static/", http.StripPrefix("/static", http.FileServerFS(web.Dist)))
@@ -210,13 +311,27 @@ func routes(h *bridge.Handler, demoPage bool) http.Handler {
 	return mux
 }
 
-// opsRoutes serves the operational endpoints beside the bridge: readiness
-// and Prometheus metrics, neither traced nor behind the bridge's routing.
-func opsRoutes(bridgeRoutes http.Handler, ready *readiness, registry *prometheus.Registry) http.Handler {
+// publicRoutes serves the public operational endpoints beside the bridge,
+// neither traced nor behind the bridge's routing: /readyz with its verdict
+// only, and /metrics unless metrics is nil (with -admin-addr, where the
+// bridge answers /metrics with its JSON 404).
+func publicRoutes(bridgeRoutes http.Handler, ready *readiness, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /readyz", ready)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /readyz", ready.handler(false))
+	if metrics != nil {
+		mux.Handle("GET /metrics", metrics)
+	}
 	mux.Handle("/", bridgeRoutes)
+	return mux
+}
+
+// adminRoutes serves the admin listener: /healthz, /readyz with its
+// reasons, /metrics, and nothing else.
+func adminRoutes(ready *readiness, metrics http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", serveHealthz)
+	mux.Handle("GET /readyz", ready.handler(true))
+	mux.Handle("GET /metrics", metrics)
 	return mux
 }
 

@@ -84,7 +84,7 @@ methods:
 		t.Fatal(err)
 	}
 	defer lis.Close()
-	err = serve(context.Background(), cfg, slog.New(slog.DiscardHandler), lis)
+	err = serve(context.Background(), cfg, slog.New(slog.DiscardHandler), listeners{public: lis})
 	if err == nil || !strings.Contains(err.Error(), "only server-streaming methods can be shared") {
 		t.Fatalf("serve: %v, want a refusal of shared on a bidirectional method", err)
 	}
