@@ -13,7 +13,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -52,7 +51,7 @@ func (h *Handler) decodeRequest(r *http.Request, m *method, pathParams map[strin
 		if !utf8.ValidString(value) {
 			return nil, badRequest("path parameter %s is not valid UTF-8", fieldPath)
 		}
-		if err := runtime.PopulateFieldFromPath(msg, fieldPath, value); err != nil {
+		if err := populateFieldFromPath(msg, fieldPath, value); err != nil {
 			return nil, badRequest("path parameter %s=%q: %v", fieldPath, value, err)
 		}
 	}
@@ -107,23 +106,24 @@ func mutableField(msg protoreflect.ProtoMessage, fieldPath string) proto.Message
 	return m.Interface()
 }
 
-// populateQuery applies grpc-gateway's query-parameter rules. Its parser
-// reports what it cannot parse as errors, but a schema it does not expect
-// could still make it panic; a request must never take the process down.
+// populateQuery applies grpc-gateway's query-parameter rules, with the
+// enums of any schema (queryParser). The parser reports what it cannot
+// parse as errors, but a schema it does not expect could still make
+// protobuf-go panic; a request must never take the process down.
 func populateQuery(msg proto.Message, query url.Values, filter *utilities.DoubleArray) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("cannot map the query string onto %s", msg.ProtoReflect().Descriptor().FullName())
 		}
 	}()
-	return runtime.PopulateQueryParameters(msg, query, filter)
+	return queryParser{}.Parse(msg, query, filter)
 }
 
 // setScalar parses value as the scalar field fd of msg, with the same rules
 // as a query parameter, and sets it. The error names only the reason, such
 // as "invalid syntax".
 func setScalar(msg proto.Message, fd protoreflect.FieldDescriptor, value string) error {
-	err := runtime.PopulateFieldFromPath(msg, string(fd.Name()), value)
+	err := populateFieldFromPath(msg, string(fd.Name()), value)
 	var numErr *strconv.NumError
 	if errors.As(err, &numErr) {
 		return numErr.Err
