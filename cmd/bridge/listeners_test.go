@@ -158,7 +158,7 @@ func TestGRPCOnThePublicPortWithoutGRPCAddr(t *testing.T) {
 // within the drain timeout.
 func TestShutdownDelay(t *testing.T) {
 	t.Parallel()
-	const delay = 2 * time.Second
+	const delay = 3 * time.Second
 	cfg, err := parseFlags([]string{"-demo", "-admin-addr", "127.0.0.1:0", "-grpc-addr", "127.0.0.1:0",
 		"-shutdown-delay", delay.String(), "-drain-timeout", "5s", "-retry", "1500ms"})
 	if err != nil {

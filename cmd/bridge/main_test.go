@@ -43,6 +43,10 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"-expose", "a.*", "-backend", "x:1", "-backend", "y:1"}, "more than one default backend"},
 		{[]string{"-demo", "-log-format", "xml"}, `-log-format "xml"`},
 		{[]string{"-demo", "stray"}, "unexpected arguments"},
+		{[]string{"-demo", "-admin-addr", "9090"}, `-admin-addr "9090": want host:port`},
+		{[]string{"-demo", "-grpc-addr", ":8080"}, "-addr and -grpc-addr are both :8080: give each listener its own port"},
+		{[]string{"-demo", "-admin-addr", ":9090", "-grpc-addr", ":9090"}, "-admin-addr and -grpc-addr are both :9090"},
+		{[]string{"-demo", "-shutdown-delay", "-1s"}, "-shutdown-delay cannot be negative"},
 		{[]string{"-nope"}, "flag provided but not defined: -nope"},
 	} {
 		_, err := parseFlags(tc.args)
