@@ -88,6 +88,7 @@ func (h *Handler) UpdateFiles(files *protoregistry.Files) error {
 	if err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
+	keepSharedHubs(h.routes.Load(), rt) // unchanged methods keep their shared calls
 	h.codec.types.setSchema(files)
 	h.routes.Store(rt)
 	return nil

@@ -95,7 +95,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, c 
 	stopDrain := context.AfterFunc(h.streams.drainCtx, func() { cancel(errDraining) })
 	stopExpiry := func() bool { return false } // no maximum duration
 	if d := h.cfg.maxStreamDuration; d > 0 {
-		stopExpiry = time.AfterFunc(d, func() { cancel(errMaxDurationLimit) }).Stop
+		stopExpiry = time.AfterFunc(h.cfg.streamLifetime(d), func() { cancel(errMaxDurationLimit) }).Stop
 	}
 	if hijacked {
 		out.unwatch = watchClose(out.conn, func() { cancel(errPeerGone) })
@@ -239,6 +239,7 @@ func (s *sseStream) run(ctx context.Context, stream grpc.ClientStream, m *method
 // further event is queued: the subscription's queue is the backpressure.
 func (s *sseStream) relay(ctx context.Context, items <-chan *sseItem) *status.Status {
 	s.out.inline = true
+	done := ctx.Done()
 	for {
 		select {
 		case it := <-items:
@@ -260,6 +261,8 @@ func (s *sseStream) relay(ctx context.Context, items <-chan *sseItem) *status.St
 				s.slow = true
 				s.finishEvent(it.st, nil, true, false)
 				return it.st
+			case itemHandOff:
+				return s.handOff("the bridge is shutting down")
 			}
 			if err != nil {
 				return s.end(ctx, nil, nil)
@@ -267,7 +270,14 @@ func (s *sseStream) relay(ctx context.Context, items <-chan *sseItem) *status.St
 			if len(items) == 0 {
 				s.out.flush()
 			}
-		case <-ctx.Done():
+		case <-done:
+			if errors.Is(context.Cause(ctx), errDraining) {
+				// The shared call drains too, and its last item (the
+				// hand-off, or its end) is on its way: every subscriber
+				// writes up to it, so that all resume from the same id.
+				done = nil
+				continue
+			}
 			return s.end(ctx, nil, nil)
 		}
 	}

@@ -540,7 +540,7 @@ func (s *wsSession) watch() (stop func()) {
 		context.AfterFunc(s.r.Context(), func() { s.end(goingAway) }),
 	}
 	if d := s.h.cfg.maxStreamDuration; d > 0 {
-		t := time.AfterFunc(d, func() {
+		t := time.AfterFunc(s.h.cfg.streamLifetime(d), func() {
 			s.end(callEnd(status.Newf(codes.Unavailable, "the stream reached its maximum duration of %v", d), nil))
 		})
 		stops = append(stops, t.Stop)

@@ -111,6 +111,12 @@ type config struct {
 	// sseNoHijack keeps HTTP/1.1 event streams on net/http's
 	// ResponseWriter, for tests of that path.
 	sseNoHijack bool
+	// sharedReplay is the number of events a shared call keeps for
+	// resuming streams ([WithSharedReplay]); 0: the default.
+	sharedReplay int
+	// streamJitter draws the part of spread that a stream's maximum
+	// duration is shortened by; nil: at random (streamLifetime).
+	streamJitter func(spread time.Duration) time.Duration
 }
 
 // WithFiles sets the schema: the protobuf file descriptors in which the
@@ -294,6 +300,9 @@ func newConfig(opts []Option) (*config, error) {
 	}
 	if c.maxStreams < 0 || c.maxClientStreams < 0 {
 		errs = append(errs, errors.New("negative stream limit"))
+	}
+	if c.sharedReplay < 0 {
+		errs = append(errs, fmt.Errorf("shared replay window of %d events: want 0 (the default) or more", c.sharedReplay))
 	}
 	for _, d := range []*time.Duration{&c.heartbeatInterval, &c.retryInterval, &c.writeTimeout, &c.pingInterval, &c.pongTimeout, &c.maxStreamDuration} {
 		if *d < 0 {

@@ -288,7 +288,7 @@ func (h *Handler) relay(ss grpc.ServerStream, x *grpcExchange, c *grpcCall) erro
 		stop := context.AfterFunc(h.native.drained, func() { cancel(errDraining) })
 		defer stop()
 		if d := h.cfg.maxStreamDuration; d > 0 {
-			t := time.AfterFunc(d, func() { cancel(errMaxDurationLimit) })
+			t := time.AfterFunc(h.cfg.streamLifetime(d), func() { cancel(errMaxDurationLimit) })
 			defer t.Stop()
 		}
 	}

@@ -243,7 +243,7 @@ func newMethod(c *config, md protoreflect.MethodDescriptor) (*method, []binding,
 		if !md.IsStreamingServer() || md.IsStreamingClient() {
 			return nil, nil, fmt.Errorf("%s: shared: only server-streaming methods can be shared, and this one is %s", m.name, methodKind(md))
 		}
-		m.shared = newSharedHub()
+		m.shared = newSharedHub(c)
 	}
 	bindings, err := httpBindings(md)
 	if err != nil {

@@ -4,13 +4,17 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"reflect"
 	"slices"
+	"strings"
 	"sync"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -448,4 +452,127 @@ func methodKind(md protoreflect.MethodDescriptor) string {
 	default:
 		return "unary"
 	}
+}
+
+// defaultSharedReplay is the replay window of a shared call: 128 events
+// cover a reconnect after the default retry time (2 s) of a stream of up
+// to 64 events a second, for 128 times the size of one event in memory per
+// call (128 KiB at 1 KiB per event).
+const defaultSharedReplay = 128
+
+// WithSharedReplay sets how many of its last events each shared call keeps
+// (see [SSEOptions.Shared]), so that a stream that resumes with a
+// Last-Event-ID naming one of them (or the event just before them) joins
+// the live call and gets exactly the events after that id, instead of
+// opening a call of its own. The window costs up to n times the size of
+// one event, per shared call (not per subscriber: the events are the ones
+// every subscriber is sent). Size it to the events a stream receives while
+// a browser reconnects: the retry time and a margin, times the event rate.
+// Defaults to 128; zero means the default; negative is an error.
+func WithSharedReplay(n int) Option {
+	return optionFunc(func(c *config) { c.sharedReplay = n })
+}
+
+// keepSharedHubs hands the hub of each shared method of the old routes on
+// to the same method in the new ones when the schema swap left the method
+// unchanged (sameSharedMethod): new streams, and streams that resume after
+// the swap, then join the calls that are live already. old may be nil.
+// The new routes must not be in use yet.
+func keepSharedHubs(old, rt *routes) {
+	if old == nil {
+		return
+	}
+	for p, m := range rt.byPath {
+		if o := old.byPath[p]; o != nil && sameSharedMethod(o, m) {
+			m.shared = o.shared
+		}
+	}
+}
+
+// sameSharedMethod reports whether two builds of a shared method make the
+// same shared calls, so that a subscriber of one can join a call of the
+// other and get what a call of its own would send: the same backend, the
+// same cursor and resume fields, and request and response messages of the
+// same shape (messageShape). Anything else (comments, other methods,
+// unrelated messages of the file) may change.
+func sameSharedMethod(a, b *method) bool {
+	if a.shared == nil || b.shared == nil || a.name != b.name ||
+		a.streamDesc.ServerStreams != b.streamDesc.ServerStreams || a.streamDesc.ClientStreams != b.streamDesc.ClientStreams ||
+		!sameConn(a.conn, b.conn) || fieldName(a.cursor) != fieldName(b.cursor) || fieldName(a.resume) != fieldName(b.resume) {
+		return false
+	}
+	return a.desc == b.desc || messageShape(a.desc) == messageShape(b.desc)
+}
+
+// sameConn compares backend connections, which are interface values: a
+// type that is not comparable (never a *grpc.ClientConn) is never the same.
+func sameConn(a, b grpc.ClientConnInterface) bool {
+	ta := reflect.TypeOf(a)
+	return ta != nil && ta == reflect.TypeOf(b) && ta.Comparable() && a == b
+}
+
+func fieldName(fd protoreflect.FieldDescriptor) protoreflect.Name {
+	if fd == nil {
+		return ""
+	}
+	return fd.Name()
+}
+
+// messageShape returns a canonical encoding of the method's request and
+// response types and of every message and enum they reach through their
+// fields: for each, by full name, its file's syntax and its descriptor
+// proto (fields with their numbers, names, JSON names, types, labels and
+// options; nested types; reserved ranges). Source comments and the rest
+// of the file are not part of it. Equal shapes decode the same requests
+// and encode the same JSON.
+func messageShape(md protoreflect.MethodDescriptor) string {
+	type entry struct {
+		name protoreflect.FullName
+		b    []byte
+	}
+	var (
+		entries []entry
+		seen    = make(map[protoreflect.FullName]bool)
+		opts    = proto.MarshalOptions{Deterministic: true}
+		add     func(d protoreflect.Descriptor)
+	)
+	add = func(d protoreflect.Descriptor) {
+		if seen[d.FullName()] {
+			return
+		}
+		seen[d.FullName()] = true
+		var p proto.Message
+		switch d := d.(type) {
+		case protoreflect.MessageDescriptor:
+			p = protodesc.ToDescriptorProto(d)
+			fields := d.Fields()
+			for i := range fields.Len() {
+				if f := fields.Get(i); f.Message() != nil {
+					add(f.Message())
+				} else if f.Enum() != nil {
+					add(f.Enum())
+				}
+			}
+		case protoreflect.EnumDescriptor:
+			p = protodesc.ToEnumDescriptorProto(d)
+		}
+		b, _ := opts.Marshal(p) // a descriptor proto always marshals
+		b = append([]byte(d.ParentFile().Syntax().String()+"\x00"), b...)
+		entries = append(entries, entry{d.FullName(), b})
+	}
+	add(md.Input())
+	add(md.Output())
+	slices.SortFunc(entries, func(x, y entry) int { return strings.Compare(string(x.name), string(y.name)) })
+	var out []byte
+	for _, s := range []string{string(md.Input().FullName()), string(md.Output().FullName())} {
+		out = binary.AppendUvarint(out, uint64(len(s)))
+		out = append(out, s...)
+	}
+	for _, e := range entries {
+		out = binary.AppendUvarint(out, uint64(len(e.name)))
+		out = append(out, e.name...)
+		out = binary.AppendUvarint(out, uint64(len(e.b)))
+		out = append(out, e.b...)
+	}
+	return string(out)
 }

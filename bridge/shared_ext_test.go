@@ -5,17 +5,25 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/grpcbridge/grpcbridge/bridge"
 	testv1 "github.com/grpcbridge/grpcbridge/gen/bridgetest/v1"
@@ -36,10 +44,25 @@ type sharedEnv struct {
 func newSharedEnv(t *testing.T, sse bridge.SSEOptions, opts ...bridge.Option) *sharedEnv {
 	t.Helper()
 	inspect := bridgetest.NewCountingInspectServer()
-	conn := bridgetest.NewBackend(t, func(s *grpc.Server) {
+	conn := newInspectBackend(t, inspect)
+	env := newSharedBridge(t, conn, sse, opts...)
+	env.inspect = inspect
+	return env
+}
+
+// newInspectBackend is a backend of the demo services and of inspect.
+func newInspectBackend(t *testing.T, inspect testv1.InspectServiceServer) *grpc.ClientConn {
+	t.Helper()
+	return bridgetest.NewBackend(t, func(s *grpc.Server) {
 		demo.Register(s)
 		testv1.RegisterInspectServiceServer(s, inspect)
 	})
+}
+
+// newSharedBridge is a bridge in front of conn (the env's inspect is
+// left nil), with Inspect's SSE options replaced by sse.
+func newSharedBridge(t *testing.T, conn grpc.ClientConnInterface, sse bridge.SSEOptions, opts ...bridge.Option) *sharedEnv {
+	t.Helper()
 	base := []bridge.Option{
 		bridge.WithBackend(conn),
 		bridge.WithExpose("demo.v1.*", "bridgetest.v1.*"),
@@ -51,7 +74,7 @@ func newSharedEnv(t *testing.T, sse bridge.SSEOptions, opts ...bridge.Option) *s
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &sharedEnv{url: srv.URL, handler: h, inspect: inspect}
+	return &sharedEnv{url: srv.URL, handler: h}
 }
 
 // sharedCursor is Inspect's own SSE options, shared.
@@ -446,7 +469,7 @@ func TestSharedStreamResume(t *testing.T) {
 		}
 	})
 
-	t.Run("behind", func(t *testing.T) {
+	t.Run("behind, inside the replay window", func(t *testing.T) {
 		t.Parallel()
 		env := newSharedEnv(t, sharedCursor)
 		const query = "name=feed&count=1000000&interval_ms=5"
@@ -455,15 +478,39 @@ func TestSharedStreamResume(t *testing.T) {
 			id = a.nextMessage(t).ID
 		}
 		b := env.open(t, query, http.Header{"Last-Event-ID": {"2"}})
-		ev := b.nextMessage(t)
-		if ev.ID != "3" {
-			t.Fatalf("resumed subscriber's first id %q, want 3", ev.ID)
+		for want := 3; want <= 8; want++ {
+			ev := b.nextMessage(t)
+			if ev.ID != strconv.Itoa(want) {
+				t.Fatalf("resumed subscriber got id %q, want %d: the events after its id, then the live ones", ev.ID, want)
+			}
+			if md := inspectResponse(t, ev.Data).GetMetadata(); md["last-event-id"] != "" {
+				t.Fatalf("resumed subscriber's event from a call with last-event-id %q, want the shared call's", md["last-event-id"])
+			}
 		}
-		if md := inspectResponse(t, ev.Data).GetMetadata(); md["last-event-id"] != "2" {
-			t.Fatalf("resumed call metadata %v, want its own call with last-event-id 2", md)
+		if n := env.inspect.Calls(); n != 1 {
+			t.Fatalf("the backend got %d calls, want 1: a subscriber inside the window shares", n)
 		}
-		if n := env.inspect.Calls(); n != 2 {
-			t.Fatalf("the backend got %d calls, want 2: a subscriber behind has its own", n)
+	})
+
+	t.Run("no live call", func(t *testing.T) {
+		t.Parallel()
+		env := newSharedEnv(t, sharedCursor)
+		const query = "name=feed&count=1000000&interval_ms=5"
+		// The first subscriber opens a shared call resumed at its id; the
+		// next one at the same id joins it from the start.
+		a := env.open(t, query, http.Header{"Last-Event-ID": {"40"}})
+		ev := a.nextMessage(t)
+		if md := inspectResponse(t, ev.Data).GetMetadata(); ev.ID != "41" || md["last-event-id"] != "40" {
+			t.Fatalf("first event %q from a call with last-event-id %q, want 41 from a call resumed at 40", ev.ID, md["last-event-id"])
+		}
+		b := env.open(t, query, http.Header{"Last-Event-ID": {"40"}})
+		for want := 41; want <= 45; want++ {
+			if ev := b.nextMessage(t); ev.ID != strconv.Itoa(want) {
+				t.Fatalf("second subscriber got id %q, want %d", ev.ID, want)
+			}
+		}
+		if n := env.inspect.Calls(); n != 1 {
+			t.Fatalf("the backend got %d calls, want 1", n)
 		}
 	})
 
@@ -576,5 +623,373 @@ func TestSharedOnlyForServerStreaming(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.method+": shared: only server-streaming methods can be shared, and this one is "+tc.kind) {
 			t.Errorf("%s: NewHandler error %v, want a refusal of shared", tc.method, err)
 		}
+	}
+}
+
+// follower is a subscriber that reconnects as EventSource does: when its
+// stream is handed off (it ends after a lone retry hint) it opens it again
+// with its Last-Event-ID. It checks that its message ids are contiguous:
+// it misses nothing and sees nothing twice. A follower is used by one
+// goroutine at a time and reports problems as errors, so that it can run
+// on its own goroutine.
+type follower struct {
+	name     string
+	query    string
+	last     uint64 // the id of the last message; 0 before the first
+	handOffs int
+	body     io.ReadCloser
+	r        *bridgetest.SSEReader
+}
+
+// connect opens the stream at the bridge at base, resuming after the last
+// message when there was one.
+func (f *follower) connect(ctx context.Context, base string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/"+inspectMethod+"?"+f.query, nil)
+	if err != nil {
+		return err
+	}
+	if f.last != 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatUint(f.last, 10))
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.name, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		return fmt.Errorf("%s: status %d: %s", f.name, resp.StatusCode, b)
+	}
+	f.body, f.r = resp.Body, bridgetest.NewSSEReader(resp.Body)
+	return nil
+}
+
+// read reads n messages, or fewer when the stream is handed off first:
+// then it reports true, and the follower must connect again.
+func (f *follower) read(n int) (handedOff bool, err error) {
+	retryLast := false // the last block was a lone retry hint
+	for got := 0; got < n; {
+		ev, err := f.r.Next()
+		if errors.Is(err, io.EOF) {
+			f.close()
+			if !retryLast {
+				return false, fmt.Errorf("%s: the stream ended after id %d without a hand-off", f.name, f.last)
+			}
+			f.handOffs++
+			return true, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("%s: after id %d: %w", f.name, f.last, err)
+		}
+		retryLast = ev.Type == "" && ev.Retry > 0
+		switch ev.Type {
+		case "message":
+			id, err := strconv.ParseUint(ev.ID, 10, 64)
+			if err != nil || (f.last != 0 && id != f.last+1) {
+				return false, fmt.Errorf("%s: id %q after %d, want %d", f.name, ev.ID, f.last, f.last+1)
+			}
+			f.last = id
+			got++
+		case "", "headers":
+		default:
+			return false, fmt.Errorf("%s: %s event %s after id %d", f.name, ev.Type, ev.Data, f.last)
+		}
+	}
+	return false, nil
+}
+
+func (f *follower) close() {
+	if f.body != nil {
+		_ = f.body.Close()
+	}
+}
+
+// openFollowers connects n followers of query to the bridge at base, one
+// after the other.
+func openFollowers(t *testing.T, ctx context.Context, base, query string, n int) []*follower {
+	t.Helper()
+	fs := make([]*follower, n)
+	for i := range fs {
+		fs[i] = &follower{name: fmt.Sprintf("subscriber %d", i), query: query}
+		t.Cleanup(fs[i].close)
+		if err := fs[i].connect(ctx, base); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fs
+}
+
+// reloadedSchema is the schema of the demo and bridgetest services as a
+// reload (SIGHUP, schema_refresh) delivers it: new descriptors of the same
+// files, after edit changes inspect.proto's.
+func reloadedSchema(t *testing.T, edit func(*descriptorpb.FileDescriptorProto)) *protoregistry.Files {
+	t.Helper()
+	set := &descriptorpb.FileDescriptorSet{}
+	for _, p := range []string{"demo/v1/ticker.proto", "demo/v1/chat.proto", "demo/v1/echo.proto", "bridgetest/v1/inspect.proto"} {
+		fd, err := protoregistry.GlobalFiles.FindFileByPath(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fdp := protodesc.ToFileDescriptorProto(fd)
+		if p == "bridgetest/v1/inspect.proto" && edit != nil {
+			edit(fdp)
+		}
+		set.File = append(set.File, fdp)
+	}
+	files, err := bridge.NewFiles(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+func TestSharedStreamAcrossSchemaReload(t *testing.T) {
+	t.Parallel()
+	const subs = 8
+	env := newSharedEnv(t, sharedCursor)
+	const query = "name=feed&count=1000000&interval_ms=5"
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	fs := openFollowers(t, ctx, env.url, query, subs)
+	for _, f := range fs {
+		if _, err := f.read(2); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A reload of the same schema, then each subscriber reconnects in turn
+	// with its Last-Event-ID (as after a drop or its maximum duration): it
+	// rejoins the call that is live, with the events it missed.
+	if err := env.handler.UpdateFiles(reloadedSchema(t, nil)); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fs {
+		f.close()
+		if err := f.connect(ctx, env.url); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.read(3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := openFollowers(t, ctx, env.url, query, 1)[0]
+	if _, err := late.read(3); err != nil {
+		t.Fatal(err)
+	}
+	if n := env.inspect.Calls(); n != 1 {
+		t.Fatalf("the backend got %d calls across the reload, want 1", n)
+	}
+
+	// A reload that changes the method's response gets a new hub: a new
+	// stream opens a call of its own, and the streams of the old call go on.
+	extra := &descriptorpb.FieldDescriptorProto{
+		Name: proto.String("extra"), Number: proto.Int32(99), JsonName: proto.String("extra"),
+		Label: descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL.Enum(), Type: descriptorpb.FieldDescriptorProto_TYPE_STRING.Enum(),
+	}
+	changed := reloadedSchema(t, func(fdp *descriptorpb.FileDescriptorProto) {
+		for _, m := range fdp.MessageType {
+			if m.GetName() == "InspectResponse" {
+				m.Field = append(m.Field, extra)
+			}
+		}
+	})
+	if err := env.handler.UpdateFiles(changed); err != nil {
+		t.Fatal(err)
+	}
+	fresh := openFollowers(t, ctx, env.url, query, 1)[0]
+	if _, err := fresh.read(1); err != nil {
+		t.Fatal(err)
+	}
+	if fresh.last != 1 {
+		t.Fatalf("a stream after a changing reload starts at id %d, want 1 (a new call)", fresh.last)
+	}
+	for _, f := range fs {
+		if _, err := f.read(2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := env.inspect.Calls(); n != 2 {
+		t.Fatalf("the backend got %d calls, want 2: the old call, and one for the changed method", n)
+	}
+}
+
+func TestSharedStreamAcrossMaxStreamDuration(t *testing.T) {
+	t.Parallel()
+	const subs = 8
+	var opened atomic.Int64
+	env := newSharedEnv(t, sharedCursor,
+		bridge.WithMaxStreamDuration(2*time.Second),
+		// Stream k ends (k mod 8)/8 of the spread (a tenth of 2 s) early:
+		// the subscribers' hand-offs come one at a time, 25 ms apart, as
+		// the random jitter spreads them in production.
+		bridge.WithStreamJitter(func(spread time.Duration) time.Duration {
+			return spread * time.Duration(opened.Add(1)%subs) / subs
+		}))
+	const query = "name=feed&count=1000000&interval_ms=5"
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	fs := openFollowers(t, ctx, env.url, query, subs)
+	var g errgroup.Group
+	for _, f := range fs {
+		// Each subscriber reads until its stream reaches its maximum
+		// duration, reconnects, and reads on a little.
+		g.Go(func() error {
+			for {
+				handedOff, err := f.read(10)
+				switch {
+				case err != nil:
+					return err
+				case handedOff:
+					if err := f.connect(ctx, env.url); err != nil {
+						return err
+					}
+				case f.handOffs > 0:
+					return nil
+				}
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := env.inspect.Calls(); n != 1 {
+		t.Fatalf("the backend got %d calls across %d hand-offs, want 1", n, subs)
+	}
+}
+
+func TestSharedStreamAcrossDrain(t *testing.T) {
+	t.Parallel()
+	const subs = 8
+	inspect := bridgetest.NewCountingInspectServer()
+	conn := newInspectBackend(t, inspect)
+	a := newSharedBridge(t, conn, sharedCursor)
+	b := newSharedBridge(t, conn, sharedCursor)
+	const query = "name=feed&count=1000000&interval_ms=5"
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	fs := openFollowers(t, ctx, a.url, query, subs)
+	for _, f := range fs {
+		if _, err := f.read(3); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Bridge A drains: every subscriber is handed off after the same last
+	// event, so all of them resume from the same id.
+	done := make(chan error, 1)
+	go func() { done <- a.handler.Shutdown(ctx) }()
+	for _, f := range fs {
+		if handedOff, err := f.read(1 << 30); err != nil || !handedOff {
+			t.Fatalf("%s at the drain: handed off %v, %v", f.name, handedOff, err)
+		}
+		if f.last != fs[0].last {
+			t.Fatalf("%s was handed off after id %d, %s after %d: want the same event", f.name, f.last, fs[0].name, fs[0].last)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+
+	// They resume at bridge B, where the first one opens a shared call at
+	// its id and the others join it.
+	for _, f := range fs {
+		if err := f.connect(ctx, b.url); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.read(3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range fs {
+		if _, err := f.read(3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := inspect.Calls(); n != 2 {
+		t.Fatalf("the backend got %d calls, want 2: one per bridge", n)
+	}
+}
+
+// burstServer is an InspectService whose Inspect sends count responses at
+// once (cursors after+1, after+2, ...), then one more each time the test
+// sends on more, until the call is cancelled. It counts its calls.
+type burstServer struct {
+	testv1.UnimplementedInspectServiceServer
+	calls atomic.Int64
+	more  chan struct{}
+}
+
+func (s *burstServer) Inspect(req *testv1.InspectRequest, stream grpc.ServerStreamingServer[testv1.InspectResponse]) error {
+	s.calls.Add(1)
+	ctx := stream.Context()
+	for n := uint64(1); ; n++ {
+		if n > uint64(req.GetCount()) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-s.more:
+			}
+		}
+		if err := stream.Send(&testv1.InspectResponse{Request: req, Seq: n, Cursor: strconv.FormatUint(req.GetAfter()+n, 10)}); err != nil {
+			return err
+		}
+	}
+}
+
+func TestSharedStreamReplayWindow(t *testing.T) {
+	t.Parallel()
+	// A window of 4 events: once the call has sent 1..10, it holds 7..10.
+	const query = "name=feed&count=10"
+	for _, tc := range []struct {
+		name   string
+		lastID string
+		joins  bool
+		want   []string // the first ids the resuming subscriber gets
+	}{
+		{"at the head", "10", true, []string{"11"}},
+		{"inside", "8", true, []string{"9", "10", "11"}},
+		{"the oldest event held", "7", true, []string{"8", "9", "10", "11"}},
+		{"just before the oldest", "6", true, []string{"7", "8", "9", "10", "11"}},
+		{"just outside", "5", false, []string{"6", "7"}},
+		{"never produced", "1000", false, []string{"1001", "1002"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := &burstServer{more: make(chan struct{})}
+			env := newSharedBridge(t, newInspectBackend(t, srv), sharedCursor, bridge.WithSharedReplay(4))
+			a := env.open(t, query, nil)
+			for want := 1; want <= 10; want++ {
+				if id := a.nextMessage(t).ID; id != strconv.Itoa(want) {
+					t.Fatalf("first subscriber got id %q, want %d", id, want)
+				}
+			}
+			b := env.open(t, query, http.Header{"Last-Event-ID": {tc.lastID}})
+			var got []string
+			for i := range tc.want {
+				if tc.joins && i == len(tc.want)-1 {
+					// The next live event: the backlog came first, and
+					// nothing of it comes twice.
+					select {
+					case srv.more <- struct{}{}:
+					case <-time.After(10 * time.Second):
+						t.Fatal("the backend call is gone")
+					}
+				}
+				got = append(got, b.nextMessage(t).ID)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("resuming after %s, the subscriber got ids %v, want %v", tc.lastID, got, tc.want)
+			}
+			wantCalls := int64(2)
+			if tc.joins {
+				wantCalls = 1
+				if id := a.nextMessage(t).ID; id != "11" {
+					t.Fatalf("first subscriber got id %q after 10", id)
+				}
+			}
+			if n := srv.calls.Load(); n != wantCalls {
+				t.Fatalf("the backend got %d calls, want %d", n, wantCalls)
+			}
+		})
 	}
 }
