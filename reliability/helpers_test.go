@@ -192,6 +192,7 @@ func startDemoProc(t testing.TB, addr string) *proc {
 type backend struct {
 	t    testing.TB
 	addr string
+	opts []grpc.ServerOption // of every server start runs (interceptors)
 
 	mu     sync.Mutex
 	srv    *grpc.Server
@@ -219,7 +220,7 @@ func (b *backend) start() {
 	if err != nil {
 		b.t.Fatalf("backend listen %s: %v", b.addr, err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(b.opts...)
 	demo.Register(srv)
 	served := make(chan struct{})
 	go func() {
