@@ -32,6 +32,8 @@ test: ## Vet, then run all tests with the race detector (browser tests in e2e/ n
 	go vet ./...
 	go test -race -count=1 ./...
 	go test -run '^$$' -fuzz '^FuzzDecodeControl$$' -fuzztime 5s ./bridge
+	go test -run '^$$' -fuzz '^FuzzNormalizeOrigin$$' -fuzztime 5s ./bridge
+	go test -run '^$$' -fuzz '^FuzzClientIP$$' -fuzztime 5s ./bridge
 	go test -run '^$$' -fuzz '^FuzzAppendJSON$$' -fuzztime 5s ./internal/wirejson
 
 .PHONY: slowtest

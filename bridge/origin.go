@@ -62,7 +62,7 @@ func normalizeHost(hostport, scheme string) (string, error) {
 	if host == "" || host == "[]" {
 		return "", errors.New("empty host")
 	}
-	if port != "" {
+	if port != "" || strings.HasSuffix(hostport, ":") {
 		n, err := strconv.ParseUint(port, 10, 16)
 		if err != nil || n == 0 {
 			return "", fmt.Errorf("bad port %s", quoteName(port))
