@@ -47,6 +47,7 @@ type Config struct {
 	TrustedProxies    []string                `yaml:"trusted_proxies"`
 	NativeGRPCNets    []string                `yaml:"native_grpc_networks"`
 	MaxStreamDuration time.Duration           `yaml:"max_stream_duration"`
+	SharedReplay      int                     `yaml:"shared_replay"`
 	MetricsNamespace  string                  `yaml:"metrics_namespace"`
 	OTLPEndpoint      string                  `yaml:"otlp_endpoint"`
 	OTLPInsecure      bool                    `yaml:"otlp_insecure"`
@@ -190,6 +191,7 @@ func parseFlags(args []string) (*Config, error) {
 	fs.Var((*listFlag)(&c.NativeGRPCNets), "native-grpc-network", "let callers in this `CIDR` use native gRPC pass-through, which forwards every header (repeatable; default: loopback only)")
 	fs.Var((*listFlag)(&c.TrustedProxies), "trusted-proxy", "trust X-Forwarded-For from this `CIDR` (a load balancer) for the client IP (repeatable)")
 	fs.DurationVar(&c.MaxStreamDuration, "max-stream-duration", 0, "end streams after this long (SSE resumes with Last-Event-ID); 0: no limit")
+	fs.IntVar(&c.SharedReplay, "shared-replay", 0, "events each shared call keeps for streams that resume (bridge.WithSharedReplay); 0: 128")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "export OpenTelemetry spans over OTLP/gRPC to this `host:port`; default: no tracing")
 	fs.BoolVar(&c.OTLPInsecure, "otlp-insecure", false, "connect to the OTLP endpoint without TLS")
 	fs.StringVar(&c.ServiceName, "service-name", c.ServiceName, "service.name of the exported spans")

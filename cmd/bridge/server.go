@@ -81,6 +81,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ls listeners) err
 		bridge.WithMaxStreams(int(cfg.MaxStreams)),
 		bridge.WithMaxStreamsPerClient(int(cfg.MaxClientStreams)),
 		bridge.WithMaxStreamDuration(cfg.MaxStreamDuration),
+		bridge.WithSharedReplay(cfg.SharedReplay),
 	}
 	for _, p := range cfg.TrustedProxies {
 		opts = append(opts, bridge.WithTrustedProxies(netip.MustParsePrefix(p))) // validated with the config
