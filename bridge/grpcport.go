@@ -3,7 +3,6 @@ package bridge
 import (
 	"context"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -70,25 +69,12 @@ func (p grpcPortHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // refuseNativeGRPCHere answers a native gRPC request that reached the
 // public handler while [WithNativeGRPCOnlyOnGRPCHandler] is on, and reports
-// whether it did. Over HTTP/2 the refusal is a gRPC trailers-only response,
-// so that a gRPC client sees PERMISSION_DENIED with the message; over
-// HTTP/1.1, where no gRPC client is, it is a JSON 403.
+// whether it did: a gRPC PERMISSION_DENIED for gRPC clients, JSON 403 over
+// HTTP/1.1 (see [writeGRPCRefusal]).
 func (h *Handler) refuseNativeGRPCHere(w http.ResponseWriter, r *http.Request) bool {
 	if !h.cfg.nativeGRPCOnlyOnGRPCHandler || r.Context().Value(grpcPortKey{}) != nil {
 		return false
 	}
-	if r.ProtoMajor != 2 {
-		h.writeError(w, http.StatusForbidden, status.New(codes.PermissionDenied, errNativeGRPCElsewhere))
-		return true
-	}
-	hdr := w.Header()
-	hdr.Set(headerContentType, contentTypeGRPCPrefix)
-	// The gRPC over HTTP/2 spec, "Responses": a trailers-only response
-	// carries the status in its only HEADERS frame, which net/http sends
-	// with END_STREAM when the handler writes no body. The message needs no
-	// percent-encoding: it is plain ASCII without '%'.
-	hdr.Set("Grpc-Status", strconv.Itoa(int(codes.PermissionDenied)))
-	hdr.Set("Grpc-Message", errNativeGRPCElsewhere)
-	w.WriteHeader(http.StatusOK)
+	writeGRPCRefusal(w, r, h, status.New(codes.PermissionDenied, errNativeGRPCElsewhere))
 	return true
 }
