@@ -17,10 +17,10 @@ import (
 // [WithNativeGRPCOnlyOnGRPCHandler], so that the public port refuses native
 // gRPC outright.
 
-// errNativeGRPCElsewhere is the message of the refusal of native gRPC on
+// msgNativeGRPCElsewhere is the message of the refusal of native gRPC on
 // the public handler. It names no address: the caller is told where to
 // look, not what the internal network is.
-const errNativeGRPCElsewhere = "native gRPC is served on the internal port only"
+const msgNativeGRPCElsewhere = "native gRPC is served on the internal port only"
 
 // grpcPortKey is the request context key that marks a request as having
 // come through [Handler.GRPCHandler].
@@ -75,6 +75,6 @@ func (h *Handler) refuseNativeGRPCHere(w http.ResponseWriter, r *http.Request) b
 	if !h.cfg.nativeGRPCOnlyOnGRPCHandler || r.Context().Value(grpcPortKey{}) != nil {
 		return false
 	}
-	writeGRPCRefusal(w, r, h, status.New(codes.PermissionDenied, errNativeGRPCElsewhere))
+	writeGRPCRefusal(w, r, h, status.New(codes.PermissionDenied, msgNativeGRPCElsewhere))
 	return true
 }
