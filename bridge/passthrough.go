@@ -102,6 +102,7 @@ func newNativeGRPC(h *Handler) *nativeGRPC {
 		grpc.MaxSendMsgSize(limit),
 	)
 	healthpb.RegisterHealthServer(n.server, &drainingHealth{Server: n.health, drained: n.drained})
+	registerReflection(n.server, h, n.drained) // see reflection_server.go
 	return n
 }
 
