@@ -63,7 +63,9 @@ type SSEOptions struct {
 	// protobuf encoding) and the same forwarded metadata. Each message is
 	// encoded once and written to every subscriber; a subscriber that falls
 	// behind is dropped with a RESOURCE_EXHAUSTED error event and a retry
-	// hint, and never slows the others. The call ends when its last
+	// hint, and never slows the others. A stream that resumes with a
+	// Last-Event-ID among the call's last events ([WithSharedReplay])
+	// rejoins it and gets what it missed. The call ends when its last
 	// subscriber leaves. Only server-streaming methods can be shared
 	// ([NewHandler] refuses others), and only methods whose responses are
 	// the same for every caller that sends the same request and credentials
@@ -263,7 +265,9 @@ func WithTrustedProxies(prefixes ...netip.Prefix) Option {
 // WithMaxStreamDuration ends streams that have been open this long, so
 // that long-lived connections spread over new replicas: SSE streams get a
 // retry hint and end, and the browser resumes with Last-Event-ID; WebSockets
-// end with status UNAVAILABLE. Defaults to 0, no limit.
+// end with status UNAVAILABLE. Each stream's limit is d less a random amount
+// of up to d/10, so that streams opened together do not all end together.
+// Defaults to 0, no limit.
 func WithMaxStreamDuration(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.maxStreamDuration = d })
 }
