@@ -33,22 +33,38 @@
 //
 // # Concurrency
 //
-// A Handler is safe for concurrent use by many goroutines. Each SSE stream
-// uses two goroutines: the HTTP handler goroutine owns the
-// [net/http.ResponseWriter] (events, heartbeats, flushes, write deadlines),
-// and one receiver goroutine reads from the gRPC stream into a small bounded
-// queue. The receiver reads the next message only when the queue has room,
-// so a slow browser slows the backend through gRPC flow control. The handler
-// returns only after the receiver has ended, and the upstream call is
-// cancelled on every path out of the handler.
+// A Handler is safe for concurrent use by many goroutines. Each goroutine
+// it starts has one owner and one way to end, and a stream's upstream call
+// is cancelled on every path out of the stream. Heartbeats, pings, the
+// maximum stream duration and the drain are timers and context callbacks,
+// not goroutines.
 //
-// Each WebSocket uses three: a reader (the only one that reads the socket
-// and sends to the backend), a receiver (the only one that receives from
-// the backend) and the handler goroutine as the writer (the only one that
-// writes the socket: messages, control frames, pings, the close). The
-// receiver hands over one message at a time and the reader sends the next
-// message only when the backend took the last, so backpressure reaches both
-// ends and nothing buffers without bound.
+// An SSE stream has one goroutine that receives the call: the HTTP handler
+// goroutine over HTTP/2. Over HTTP/1.1 the stream takes the connection over
+// from net/http (Hijack) before its first byte, the handler returns, and a
+// goroutine of the stream's own receives the call, so that net/http's
+// goroutine and buffers for the connection go away; on Linux one goroutine,
+// shared by every taken-over connection and running only while there are
+// any, notices with epoll when a browser closes its connection. The
+// receiving goroutine appends each event to a bounded pending buffer; a
+// writer goroutine, started only when there is something to write and none
+// is running, writes everything pending in one write and exits when nothing
+// is, so a quiet stream has no writer. The receiver waits for the writer
+// when the buffer is full, so a slow browser slows the backend through gRPC
+// flow control. A shared call has one receiver goroutine of its own, which
+// hands each event to the subscribers' bounded queues; each subscriber's
+// stream goroutine writes its own.
+//
+// A WebSocket uses two: a reader, the only one that reads the socket and
+// sends to the backend (it opens the call, and answers pings), and the HTTP
+// handler goroutine, the only one that receives from the backend and writes
+// data frames (the headers, each message, the status) and the close frame.
+// Pings and pongs are written from the ping timer and the reader, which
+// gorilla/websocket allows alongside a data write. The reader sends the
+// next message only once the backend took the last, and the handler
+// receives the next response only once the previous one is written, so
+// backpressure reaches both ends and nothing buffers without bound. The
+// handler returns only after the reader has ended.
 //
 // A native gRPC call uses two: grpc-go's stream goroutine, the only one
 // that receives from the backend and sends to the caller, and one pump, the
