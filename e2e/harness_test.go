@@ -237,12 +237,18 @@ func jsString(s string) string {
 // not nil, wraps the whole handler.
 func newBridge(t *testing.T, wrap func(http.Handler) http.Handler) *httptest.Server {
 	t.Helper()
-	conn := bridgetest.NewBackend(t, func(s *grpc.Server) { demo.Register(s) })
-	h, err := bridge.NewHandler(
+	return newBridgeWith(t, bridgetest.NewBackend(t, func(s *grpc.Server) { demo.Register(s) }), wrap)
+}
+
+// newBridgeWith is newBridge in front of conn, with opts after the
+// harness's own options.
+func newBridgeWith(t *testing.T, conn grpc.ClientConnInterface, wrap func(http.Handler) http.Handler, opts ...bridge.Option) *httptest.Server {
+	t.Helper()
+	h, err := bridge.NewHandler(append([]bridge.Option{
 		bridge.WithBackend(conn),
 		bridge.WithExpose("demo.v1.*"),
-		bridge.WithRetryInterval(100*time.Millisecond),
-	)
+		bridge.WithRetryInterval(100 * time.Millisecond),
+	}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
