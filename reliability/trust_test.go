@@ -754,6 +754,9 @@ func (e *trustEnv) check(t *testing.T, row trustRow, res trustResult) {
 		e.checkHidden(t, res)
 		return
 	}
+	if res.status == http.StatusForbidden {
+		e.checkRefusalLogged(t, row)
+	}
 	calls := e.calls.all()
 	if len(calls) != row.calls {
 		t.Errorf("the backend received %d calls %v; want %d", len(calls), methods(calls), row.calls)
@@ -778,6 +781,19 @@ func methods(calls []recordedCall) []string {
 		out = append(out, c.method)
 	}
 	return out
+}
+
+// checkRefusalLogged checks that a refused browser request left an Info
+// line with its origin, so that an operator can see why a page fails.
+func (e *trustEnv) checkRefusalLogged(t *testing.T, row trustRow) {
+	t.Helper()
+	origin := e.expand(row.header.Get("Origin"))
+	for _, rec := range e.logs.all() {
+		if rec["msg"] == "request refused" && rec["level"] == "INFO" && rec["origin"] == origin && rec["reason"] != "" {
+			return
+		}
+	}
+	t.Errorf("no Info line \"request refused\" with origin %q and a reason; the log: %v", origin, e.logs.all())
 }
 
 // checkHidden checks a status the bridge made for a backend it cannot
