@@ -16,7 +16,8 @@ import (
 
 // CORS for SSE: only allow-listed origins get Access-Control-Allow-Origin
 // (their exact origin, never "*"), credentials only when configured and
-// only for named origins, preflights of other origins are refused.
+// only for named origins; requests and preflights of other origins are
+// refused (reliability/trust_test.go has the whole trust boundary).
 func TestCORS(t *testing.T) {
 	const app, evil = "https://app.example", "https://evil.example"
 	for _, tc := range []struct {
@@ -30,10 +31,10 @@ func TestCORS(t *testing.T) {
 		credentials string
 		allowHeader string
 	}{
-		{"default: same-origin only, no CORS headers", nil, "GET", evil, "", 200, "", "", ""},
+		{"default: another origin refused", nil, "GET", evil, "", 403, "", "", ""},
 		{"default: preflight from another origin refused", nil, "OPTIONS", evil, "authorization", 403, "", "", ""},
 		{"listed origin reads the stream", []bridge.Option{bridge.WithAllowedOrigins(app)}, "GET", app, "", 200, app, "", ""},
-		{"unlisted origin gets no CORS headers", []bridge.Option{bridge.WithAllowedOrigins(app)}, "GET", evil, "", 200, "", "", ""},
+		{"unlisted origin refused", []bridge.Option{bridge.WithAllowedOrigins(app)}, "GET", evil, "", 403, "", "", ""},
 		{"listed origin's preflight", []bridge.Option{bridge.WithAllowedOrigins(app)}, "OPTIONS", app,
 			"Authorization, Last-Event-ID, Content-Type, Cookie, X-Evil", 204, app, "", "authorization, last-event-id, content-type"},
 		{"unlisted origin's preflight", []bridge.Option{bridge.WithAllowedOrigins(app)}, "OPTIONS", evil, "authorization", 403, "", "", ""},
@@ -68,8 +69,7 @@ func TestCORS(t *testing.T) {
 				t.Errorf("no Vary header with Access-Control-Allow-Origin")
 			}
 			if tc.status == 403 {
-				checkStatusBody(t, h, body, codes.PermissionDenied,
-					fmt.Sprintf("demo.v1.TickerService/Watch: origin %q may not call this bridge", tc.origin))
+				checkStatusBody(t, h, body, codes.PermissionDenied, fmt.Sprintf("origin %s is not allowed", tc.origin))
 			}
 		})
 	}
