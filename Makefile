@@ -71,7 +71,7 @@ $(BUF): tools/package.json tools/package-lock.json
 	npm ci --prefix tools --no-audit --no-fund
 	@touch $(BUF)
 
-$(WEB_DEPS): web/package.json web/package-lock.json
+$(WEB_DEPS): web/package.json web/client/package.json web/package-lock.json
 	npm ci --prefix web --no-audit --no-fund
 	@touch $(WEB_DEPS)
 
@@ -86,7 +86,7 @@ checkgenerate: ## Fail if generated code or go.mod differ from what make generat
 	@test -z "$$(git status --porcelain -- gen web/src/gen)" || { git status --porcelain -- gen web/src/gen; echo "untracked generated files: run make generate and commit"; exit 1; }
 
 .PHONY: web
-web: $(WEB_DEPS) ## Build the demo page and client library into web/dist (embedded in the binary)
+web: $(WEB_DEPS) ## Build the demo page (with the client library's sources) into web/dist (embedded in the binary)
 	cd web && node build.mjs
 
 .PHONY: checkweb
@@ -95,12 +95,17 @@ checkweb: web ## Fail if web/dist differs from what make web builds
 	@test -z "$$(git status --porcelain -- web/dist)" || { git status --porcelain -- web/dist; echo "untracked files in web/dist: run make web and commit"; exit 1; }
 
 .PHONY: tsc
-tsc: $(WEB_DEPS) ## Type-check the TypeScript client library, demo page and tests
+tsc: $(WEB_DEPS) ## Type-check the demo page, the client library (web/client) and its tests
 	cd web && node_modules/.bin/tsc --noEmit
+	cd web/client && ../node_modules/.bin/tsc --noEmit && ../node_modules/.bin/tsc --noEmit -p tsconfig.build.json
 
 .PHONY: webtest
-webtest: $(WEB_DEPS) ## Run the TypeScript unit tests (vitest)
-	cd web && node_modules/.bin/vitest run
+webtest: $(WEB_DEPS) ## Run the client library's unit tests (vitest)
+	cd web/client && ../node_modules/.bin/vitest run
+
+.PHONY: npmpack
+npmpack: $(WEB_DEPS) ## Pack @grpcbridge/client (npm pack), install it in a scratch project, type-check and run it in Chromium against a bridge
+	BRIDGE_E2E=1 BRIDGE_NPM_PACKAGE=1 go test -count=1 -timeout 10m -run '^TestNPMPackage$$' ./e2e
 
 .PHONY: lint
 lint: $(BUF) ## Vet Go, lint and format-check protos

@@ -17,7 +17,7 @@ import {
   type ServerStream,
   type Status,
   type WebSocketCall,
-} from "../index.js";
+} from "@grpcbridge/client";
 import { ChatMessageSchema, ChatService, type ChatMessage } from "../gen/demo/v1/chat_pb.js";
 import { EchoService } from "../gen/demo/v1/echo_pb.js";
 import { QuoteRequestSchema, TickSchema, TickerService, type Tick } from "../gen/demo/v1/ticker_pb.js";

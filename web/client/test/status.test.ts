@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { Code, StatusError, codeName, isTransient, parseStatus, parseStatusText } from "../src/lib/status.js";
-import { statusFromClose } from "../src/lib/websocket.js";
+import { Code, StatusError, codeName, isTransient, parseStatus, parseStatusText } from "../src/status.js";
+import { statusFromClose } from "../src/websocket.js";
 
 describe("status", () => {
   it("parses the bridge's status JSON", () => {

@@ -1,7 +1,7 @@
 import { toBinary, create, fromBinary } from "@bufbuild/protobuf";
 import { beforeEach, describe, expect, it } from "vitest";
-import { openWebSocket, webSocketURL } from "../src/lib/websocket.js";
-import { EchoRequestSchema, EchoResponseSchema } from "../src/gen/demo/v1/echo_pb.js";
+import { openWebSocket, webSocketURL } from "../src/websocket.js";
+import { EchoRequestSchema, EchoResponseSchema } from "../../src/gen/demo/v1/echo_pb.js";
 import { FakeWebSocket, collect } from "./fakes.js";
 
 const WS = FakeWebSocket as unknown as typeof WebSocket;

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { BridgeClient } from "../src/lib/client.js";
-import { Code, StatusError } from "../src/lib/status.js";
-import { fetchUnary, unary } from "../src/lib/unary.js";
-import { ChatMessageSchema, ChatService } from "../src/gen/demo/v1/chat_pb.js";
-import { TickSchema, TickerService } from "../src/gen/demo/v1/ticker_pb.js";
+import { BridgeClient } from "../src/client.js";
+import { Code, StatusError } from "../src/status.js";
+import { fetchUnary, unary } from "../src/unary.js";
+import { ChatMessageSchema, ChatService } from "../../src/gen/demo/v1/chat_pb.js";
+import { TickSchema, TickerService } from "../../src/gen/demo/v1/ticker_pb.js";
 import { fakeFetch } from "./fakes.js";
 
 const json = (body: string, status = 200, type = "application/json") => () =>

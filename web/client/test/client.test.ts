@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { BridgeClient, queryOf } from "../src/lib/client.js";
-import { StreamRequestSchema, EchoService } from "../src/gen/demo/v1/echo_pb.js";
-import { TickerService, WatchRequestSchema } from "../src/gen/demo/v1/ticker_pb.js";
+import { BridgeClient, queryOf } from "../src/client.js";
+import { StreamRequestSchema, EchoService } from "../../src/gen/demo/v1/echo_pb.js";
+import { TickerService, WatchRequestSchema } from "../../src/gen/demo/v1/ticker_pb.js";
 
 describe("BridgeClient", () => {
   it("puts each method at its gRPC path", () => {

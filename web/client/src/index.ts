@@ -2,7 +2,7 @@
 // (EventSource or fetch), unary calls as plain JSON (fetch), calls of any
 // kind over WebSockets (grpc-ws.v1), typed with protobuf-es message types.
 
-export { BridgeClient, queryOf, type Method, type ServerStreamingMethod } from "./lib/client.js";
+export { BridgeClient, queryOf, type Method, type ServerStreamingMethod } from "./client.js";
 export {
   defaultRetryMs,
   fetchEventStream,
@@ -14,8 +14,8 @@ export {
   type ServerStream,
   type StateInfo,
   type StreamOptions,
-} from "./lib/stream.js";
-export { SSEParser, type SSEEvent } from "./lib/sse.js";
+} from "./stream.js";
+export { SSEParser, type SSEEvent } from "./sse.js";
 export {
   Code,
   StatusError,
@@ -25,8 +25,8 @@ export {
   parseStatusText,
   type Metadata,
   type Status,
-} from "./lib/status.js";
-export { fetchUnary, unary, type UnaryMethod, type UnaryOptions, type UnaryRequest } from "./lib/unary.js";
+} from "./status.js";
+export { fetchUnary, unary, type UnaryMethod, type UnaryOptions, type UnaryRequest } from "./unary.js";
 export {
   openWebSocket,
   statusFromClose,
@@ -34,4 +34,4 @@ export {
   webSocketURL,
   type WebSocketCall,
   type WebSocketOptions,
-} from "./lib/websocket.js";
+} from "./websocket.js";

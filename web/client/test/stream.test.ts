@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from "vitest";
-import { fetchEventStream, openEventSource } from "../src/lib/stream.js";
-import { StatusError } from "../src/lib/status.js";
-import { TickSchema } from "../src/gen/demo/v1/ticker_pb.js";
+import { fetchEventStream, openEventSource } from "../src/stream.js";
+import { StatusError } from "../src/status.js";
+import { TickSchema } from "../../src/gen/demo/v1/ticker_pb.js";
 import { FakeEventSource, collect, fakeFetch, sseResponse } from "./fakes.js";
 
 const tick = (seq: number) => `id: ${seq}\nevent: message\ndata: {"symbol":"ACME","seq":"${seq}","price":${seq}.5}\n\n`;

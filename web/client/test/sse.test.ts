@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { SSEParser } from "../src/lib/sse.js";
+import { SSEParser } from "../src/sse.js";
 
 function parseAll(chunks: string[], p = new SSEParser()) {
   return chunks.flatMap((c) => p.push(c));
