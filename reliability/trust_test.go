@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	_ "google.golang.org/genproto/googleapis/rpc/errdetails" // google.rpc.RequestInfo, for protojson
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -834,7 +834,7 @@ func requestInfoID(t *testing.T, st *status) string {
 			Type      string `json:"@type"`
 			RequestID string `json:"requestId"`
 		}
-		if json.Unmarshal(d, &info) == nil && strings.HasSuffix(info.Type, "/"+string((&errdetails.RequestInfo{}).ProtoReflect().Descriptor().FullName())) {
+		if json.Unmarshal(d, &info) == nil && strings.HasSuffix(info.Type, "/google.rpc.RequestInfo") {
 			return info.RequestID
 		}
 	}
