@@ -91,6 +91,7 @@ var reflTestFiles = func() *protoregistry.Files {
 		},
 		SourceCodeInfo: &descriptorpb.SourceCodeInfo{Location: []*descriptorpb.SourceCodeInfo_Location{
 			comment(" empty.proto, for Private.\n", 3, 0),
+			comment(" timestamp.proto, for Item.\n", 3, 1),
 			comment(" Public serves items.\n", 6, 0),
 			comment(" Set changes an item.\n", 6, 0, 2, 1),
 			comment(" Watch streams items.\n", 6, 0, 2, 2),
@@ -271,8 +272,9 @@ func TestReflectionDescribesOnlyWhatIsExposed(t *testing.T) {
 	want.Service[0].Method = []*descriptorpb.MethodDescriptorProto{want.Service[0].Method[0], want.Service[0].Method[2]}
 	// Comments follow their element; those of what was cut are gone.
 	loc := want.SourceCodeInfo.Location
-	want.SourceCodeInfo.Location = []*descriptorpb.SourceCodeInfo_Location{loc[1], loc[3]}
-	loc[3].Path = []int32{6, 0, 2, 1}
+	want.SourceCodeInfo.Location = []*descriptorpb.SourceCodeInfo_Location{loc[1], loc[2], loc[4]}
+	loc[1].Path = []int32{3, 0}       // timestamp.proto, now the first import
+	loc[4].Path = []int32{6, 0, 2, 1} // Watch, now the second method
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 		t.Fatalf("refltest.proto as described (-want +got):\n%s", diff)
 	}
@@ -433,6 +435,8 @@ func TestReflectionCallers(t *testing.T) {
 	// outside the native gRPC networks may use it, as the health service.
 	env := newReflEnv(t, reflExpose, bridge.WithNativeGRPCNetworks(netip.MustParsePrefix("192.0.2.0/24")))
 	wantListed(t, listed(t, reflCall(t.Context(), t, env.conn, listRequest())[0]), "refltest.v1.Public")
+	err := env.conn.Invoke(t.Context(), "/refltest.v1.Public/Get", &emptypb.Empty{}, &emptypb.Empty{})
+	wantStatus(t, err, codes.PermissionDenied, "")
 
 	// Browsers are refused before grpc-go sees the request.
 	ctx := metadata.AppendToOutgoingContext(t.Context(), "origin", "https://evil.example")
