@@ -6,6 +6,7 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -165,6 +166,11 @@ type sharedSub struct {
 	// the receiver.
 	items   chan *sseItem
 	dropped bool
+	// skip, when not 0, is the id of a subscriber that came back ahead of
+	// the call (see replayWindow.ahead): it gets no message event until
+	// one whose id is past it. Set before the receiver sees the
+	// subscriber; the receiver's only after.
+	skip uint64
 }
 
 // replayWindow is a shared call's last events, for subscribers that resume
@@ -209,6 +215,34 @@ func (w *replayWindow) after(id string) ([]*sseItem, bool) {
 	return nil, false
 }
 
+// ahead reports whether id is an integer cursor value past the call's
+// newest event (or, before the first, past base) by at most limit: the
+// position of a subscriber that comes from a call on another replica
+// which ran a little ahead of this one. It returns the id as a number.
+// Integer cursors are taken to increase from one event to the next.
+func (w *replayWindow) ahead(id string, limit int) (uint64, bool) {
+	head := w.base
+	if len(w.items) > 0 {
+		head = w.at(len(w.items) - 1).id
+	}
+	n, err := strconv.ParseUint(id, 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	h, err := strconv.ParseUint(head, 10, 64)
+	return n, err == nil && n > h && n-h <= uint64(limit)
+}
+
+// isUnsignedKind reports whether cursor values of kind k are unsigned
+// integers, whose ids (decimal numbers) the bridge can order.
+func isUnsignedKind(k protoreflect.Kind) bool {
+	switch k {
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return true
+	}
+	return false
+}
+
 // at returns the i-th oldest event held.
 func (w *replayWindow) at(i int) *sseItem { return w.items[(w.head+i)%len(w.items)] }
 
@@ -235,11 +269,16 @@ func (w *replayWindow) slice(from, to int) []*sseItem {
 func (hub *sharedHub) subscribe(h *Handler, m *method, key sharedKey, req proto.Message, md metadata.MD, lastID string) *sharedSub {
 	hub.mu.Lock()
 	c := hub.calls[key]
-	var backlog []*sseItem
+	var (
+		backlog []*sseItem
+		skip    uint64
+	)
 	if lastID != "" {
 		ok := m.cursor != nil
 		if ok && c != nil {
-			backlog, ok = c.window.after(lastID)
+			if backlog, ok = c.window.after(lastID); !ok && isUnsignedKind(m.cursor.Kind()) {
+				skip, ok = c.window.ahead(lastID, hub.replay)
+			}
 		}
 		if !ok {
 			hub.mu.Unlock()
@@ -275,7 +314,7 @@ func (hub *sharedHub) subscribe(h *Handler, m *method, key sharedKey, req proto.
 	if c.headers != nil {
 		size++
 	}
-	sub := &sharedSub{call: c, items: make(chan *sseItem, size)}
+	sub := &sharedSub{call: c, items: make(chan *sseItem, size), skip: skip}
 	// The queue is new and has room for all of it.
 	if c.headers != nil {
 		sub.items <- c.headers
@@ -398,6 +437,12 @@ func (c *sharedCall) publish(it *sseItem) {
 	for _, s := range subs {
 		if s.dropped {
 			continue
+		}
+		if s.skip != 0 && it.kind == itemFrame {
+			if n, err := strconv.ParseUint(it.id, 10, 64); err == nil && n <= s.skip {
+				continue // the subscriber has this one already
+			}
+			s.skip = 0
 		}
 		// Only this goroutine sends on s.items, so the length can only
 		// shrink between this check and the send.

@@ -27,6 +27,7 @@ import (
 
 	"github.com/grpcbridge/grpcbridge/bridge"
 	testv1 "github.com/grpcbridge/grpcbridge/gen/bridgetest/v1"
+	demov1 "github.com/grpcbridge/grpcbridge/gen/demo/v1"
 	"github.com/grpcbridge/grpcbridge/internal/bridgetest"
 	"github.com/grpcbridge/grpcbridge/internal/demo"
 )
@@ -634,7 +635,7 @@ func TestSharedOnlyForServerStreaming(t *testing.T) {
 // on its own goroutine.
 type follower struct {
 	name     string
-	query    string
+	target   string // the method's path and query
 	last     uint64 // the id of the last message; 0 before the first
 	handOffs int
 	body     io.ReadCloser
@@ -644,7 +645,7 @@ type follower struct {
 // connect opens the stream at the bridge at base, resuming after the last
 // message when there was one.
 func (f *follower) connect(ctx context.Context, base string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/"+inspectMethod+"?"+f.query, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+f.target, nil)
 	if err != nil {
 		return err
 	}
@@ -704,13 +705,13 @@ func (f *follower) close() {
 	}
 }
 
-// openFollowers connects n followers of query to the bridge at base, one
-// after the other.
-func openFollowers(t *testing.T, ctx context.Context, base, query string, n int) []*follower {
+// openFollowers connects n followers of target (a method's path and
+// query) to the bridge at base, one after the other.
+func openFollowers(t *testing.T, ctx context.Context, base, target string, n int) []*follower {
 	t.Helper()
 	fs := make([]*follower, n)
 	for i := range fs {
-		fs[i] = &follower{name: fmt.Sprintf("subscriber %d", i), query: query}
+		fs[i] = &follower{name: fmt.Sprintf("subscriber %d", i), target: target}
 		t.Cleanup(fs[i].close)
 		if err := fs[i].connect(ctx, base); err != nil {
 			t.Fatal(err)
@@ -747,7 +748,7 @@ func TestSharedStreamAcrossSchemaReload(t *testing.T) {
 	t.Parallel()
 	const subs = 8
 	env := newSharedEnv(t, sharedCursor)
-	const query = "name=feed&count=1000000&interval_ms=5"
+	const query = "/" + inspectMethod + "?name=feed&count=1000000&interval_ms=5"
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	fs := openFollowers(t, ctx, env.url, query, subs)
@@ -825,7 +826,7 @@ func TestSharedStreamAcrossMaxStreamDuration(t *testing.T) {
 		bridge.WithStreamJitter(func(spread time.Duration) time.Duration {
 			return spread * time.Duration(opened.Add(1)%subs) / subs
 		}))
-	const query = "name=feed&count=1000000&interval_ms=5"
+	const query = "/" + inspectMethod + "?name=feed&count=1000000&interval_ms=5"
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	fs := openFollowers(t, ctx, env.url, query, subs)
@@ -864,7 +865,7 @@ func TestSharedStreamAcrossDrain(t *testing.T) {
 	conn := newInspectBackend(t, inspect)
 	a := newSharedBridge(t, conn, sharedCursor)
 	b := newSharedBridge(t, conn, sharedCursor)
-	const query = "name=feed&count=1000000&interval_ms=5"
+	const query = "/" + inspectMethod + "?name=feed&count=1000000&interval_ms=5"
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	fs := openFollowers(t, ctx, a.url, query, subs)
@@ -911,8 +912,8 @@ func TestSharedStreamAcrossDrain(t *testing.T) {
 }
 
 // burstServer is an InspectService whose Inspect sends count responses at
-// once (cursors after+1, after+2, ...), then one more each time the test
-// sends on more, until the call is cancelled. It counts its calls.
+// once (seq and cursor after+1, after+2, ...), then one more each time the
+// test sends on more, until the call is cancelled. It counts its calls.
 type burstServer struct {
 	testv1.UnimplementedInspectServiceServer
 	calls atomic.Int64
@@ -930,7 +931,8 @@ func (s *burstServer) Inspect(req *testv1.InspectRequest, stream grpc.ServerStre
 			case <-s.more:
 			}
 		}
-		if err := stream.Send(&testv1.InspectResponse{Request: req, Seq: n, Cursor: strconv.FormatUint(req.GetAfter()+n, 10)}); err != nil {
+		seq := req.GetAfter() + n
+		if err := stream.Send(&testv1.InspectResponse{Request: req, Seq: seq, Cursor: strconv.FormatUint(seq, 10)}); err != nil {
 			return err
 		}
 	}
@@ -939,24 +941,31 @@ func (s *burstServer) Inspect(req *testv1.InspectRequest, stream grpc.ServerStre
 func TestSharedStreamReplayWindow(t *testing.T) {
 	t.Parallel()
 	// A window of 4 events: once the call has sent 1..10, it holds 7..10.
+	// The ids are an integer cursor (seq), so that the bridge can tell an
+	// id ahead of the call.
 	const query = "name=feed&count=10"
 	for _, tc := range []struct {
 		name   string
 		lastID string
 		joins  bool
+		more   int      // events the shared call sends after the subscriber came
 		want   []string // the first ids the resuming subscriber gets
 	}{
-		{"at the head", "10", true, []string{"11"}},
-		{"inside", "8", true, []string{"9", "10", "11"}},
-		{"the oldest event held", "7", true, []string{"8", "9", "10", "11"}},
-		{"just before the oldest", "6", true, []string{"7", "8", "9", "10", "11"}},
-		{"just outside", "5", false, []string{"6", "7"}},
-		{"never produced", "1000", false, []string{"1001", "1002"}},
+		{"at the head", "10", true, 1, []string{"11"}},
+		{"inside", "8", true, 1, []string{"9", "10", "11"}},
+		{"the oldest event held", "7", true, 1, []string{"8", "9", "10", "11"}},
+		{"just before the oldest", "6", true, 1, []string{"7", "8", "9", "10", "11"}},
+		{"just outside", "5", false, 0, []string{"6", "7"}},
+		{"just ahead", "11", true, 3, []string{"12", "13"}},
+		{"ahead by the window's size", "14", true, 5, []string{"15"}},
+		{"further ahead", "15", false, 0, []string{"16", "17"}},
+		{"never produced", "1000", false, 0, []string{"1001", "1002"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			srv := &burstServer{more: make(chan struct{})}
-			env := newSharedBridge(t, newInspectBackend(t, srv), sharedCursor, bridge.WithSharedReplay(4))
+			env := newSharedBridge(t, newInspectBackend(t, srv),
+				bridge.SSEOptions{CursorField: "seq", ResumeField: "after", Shared: true}, bridge.WithSharedReplay(4))
 			a := env.open(t, query, nil)
 			for want := 1; want <= 10; want++ {
 				if id := a.nextMessage(t).ID; id != strconv.Itoa(want) {
@@ -964,17 +973,17 @@ func TestSharedStreamReplayWindow(t *testing.T) {
 				}
 			}
 			b := env.open(t, query, http.Header{"Last-Event-ID": {tc.lastID}})
-			var got []string
-			for i := range tc.want {
-				if tc.joins && i == len(tc.want)-1 {
-					// The next live event: the backlog came first, and
-					// nothing of it comes twice.
-					select {
-					case srv.more <- struct{}{}:
-					case <-time.After(10 * time.Second):
-						t.Fatal("the backend call is gone")
-					}
+			// The live events after the subscriber came: the window's
+			// came first, and nothing comes twice.
+			for range tc.more {
+				select {
+				case srv.more <- struct{}{}:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the backend call is gone")
 				}
+			}
+			var got []string
+			for range tc.want {
 				got = append(got, b.nextMessage(t).ID)
 			}
 			if !slices.Equal(got, tc.want) {
@@ -983,12 +992,105 @@ func TestSharedStreamReplayWindow(t *testing.T) {
 			wantCalls := int64(2)
 			if tc.joins {
 				wantCalls = 1
-				if id := a.nextMessage(t).ID; id != "11" {
-					t.Fatalf("first subscriber got id %q after 10", id)
+				for want := 11; want <= 10+tc.more; want++ {
+					if id := a.nextMessage(t).ID; id != strconv.Itoa(want) {
+						t.Fatalf("first subscriber got id %q, want %d", id, want)
+					}
 				}
 			}
 			if n := srv.calls.Load(); n != wantCalls {
 				t.Fatalf("the backend got %d calls, want %d", n, wantCalls)
+			}
+		})
+	}
+}
+
+// countingTicker is the demo ticker, counting its Watch calls.
+type countingTicker struct {
+	demo.TickerServer
+	calls atomic.Int64
+}
+
+func (c *countingTicker) Watch(req *demov1.WatchRequest, stream grpc.ServerStreamingServer[demov1.Tick]) error {
+	c.calls.Add(1)
+	return c.TickerServer.Watch(req, stream)
+}
+
+// TestSharedStreamRollout drains bridge A onto bridge B while B serves the
+// same ticker to a subscriber of its own: the subscribers from A join B's
+// live call, whether it runs behind theirs (they wait for it to reach
+// their id) or ahead (they get what they missed from its window).
+func TestSharedStreamRollout(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		bIsAhead bool
+	}{
+		{"the live call runs behind", false},
+		{"the live call runs ahead", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ticker := &countingTicker{}
+			conn := bridgetest.NewBackend(t, func(s *grpc.Server) { demov1.RegisterTickerServiceServer(s, ticker) })
+			watch := bridge.SSEOptions{CursorField: "seq", ResumeField: "after_seq", Shared: true}
+			newBridge := func() *sharedEnv {
+				h, err := bridge.NewHandler(bridge.WithBackend(conn), bridge.WithExpose("demo.v1.TickerService"),
+					bridge.WithSSEOptions("demo.v1.TickerService/Watch", watch))
+				if err != nil {
+					t.Fatal(err)
+				}
+				srv := httptest.NewServer(h)
+				t.Cleanup(srv.Close)
+				return &sharedEnv{url: srv.URL, handler: h}
+			}
+			a, b := newBridge(), newBridge()
+			const target = "/demo.v1.TickerService/Watch?symbol=ACME&interval_ms=5"
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			// The call that starts first is ahead: the ticker counts each
+			// call's ticks from 1.
+			var onA []*follower
+			var onB *follower
+			if tc.bIsAhead {
+				onB = openFollowers(t, ctx, b.url, target, 1)[0]
+				if _, err := onB.read(10); err != nil {
+					t.Fatal(err)
+				}
+				onA = openFollowers(t, ctx, a.url, target, 8)
+			} else {
+				onA = openFollowers(t, ctx, a.url, target, 8)
+				if _, err := onA[0].read(4); err != nil {
+					t.Fatal(err)
+				}
+				onB = openFollowers(t, ctx, b.url, target, 1)[0]
+			}
+			for _, f := range onA {
+				if _, err := f.read(2); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			done := make(chan error, 1)
+			go func() { done <- a.handler.Shutdown(ctx) }()
+			for _, f := range onA {
+				if handedOff, err := f.read(1 << 30); err != nil || !handedOff {
+					t.Fatalf("%s at the drain: handed off %v, %v", f.name, handedOff, err)
+				}
+				if err := f.connect(ctx, b.url); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			for _, f := range append(onA, onB) {
+				if _, err := f.read(5); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := ticker.calls.Load(); n != 2 {
+				t.Fatalf("the backend got %d calls, want 2: one per bridge", n)
 			}
 		})
 	}

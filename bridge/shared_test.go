@@ -75,6 +75,38 @@ func TestReplayWindow(t *testing.T) {
 	}
 }
 
+func TestReplayWindowAhead(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		base   string
+		pushed int // events 1..pushed
+		id     string
+		ok     bool
+	}{
+		{"one ahead", "", 10, "11", true},
+		{"ahead by the limit", "", 10, "14", true},
+		{"ahead by more", "", 10, "15", false},
+		{"at the head", "", 10, "10", false},
+		{"behind", "", 10, "3", false},
+		{"not a number", "", 10, "x11", false},
+		{"no event yet: past the opening id", "20", 0, "22", true},
+		{"no event and no opening id", "", 0, "1", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := replayWindow{base: tc.base}
+			for i := 1; i <= tc.pushed; i++ {
+				w.push(&sseItem{kind: itemFrame, id: strconv.Itoa(i)}, 4)
+			}
+			n, ok := w.ahead(tc.id, 4)
+			if ok != tc.ok || (ok && strconv.FormatUint(n, 10) != tc.id) {
+				t.Fatalf("ahead(%q) = %d, %v; want %v", tc.id, n, ok, tc.ok)
+			}
+		})
+	}
+}
+
 func TestReplayWindowBound(t *testing.T) {
 	t.Parallel()
 	const size = 5

@@ -35,8 +35,7 @@ type InspectServiceClient interface {
 	// and the metadata the call arrived with, then ends with fail_code when
 	// that is set. With hold, it sends nothing and waits for the call to end.
 	Inspect(ctx context.Context, in *InspectRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[InspectResponse], error)
-	// InspectOnce is Inspect as a unary call: one response. It has no side
-	// effects, so GET may call it.
+	// InspectOnce is Inspect as a unary call: one response.
 	InspectOnce(ctx context.Context, in *InspectRequest, opts ...grpc.CallOption) (*InspectResponse, error)
 }
 
@@ -89,8 +88,7 @@ type InspectServiceServer interface {
 	// and the metadata the call arrived with, then ends with fail_code when
 	// that is set. With hold, it sends nothing and waits for the call to end.
 	Inspect(*InspectRequest, grpc.ServerStreamingServer[InspectResponse]) error
-	// InspectOnce is Inspect as a unary call: one response. It has no side
-	// effects, so GET may call it.
+	// InspectOnce is Inspect as a unary call: one response.
 	InspectOnce(context.Context, *InspectRequest) (*InspectResponse, error)
 	mustEmbedUnimplementedInspectServiceServer()
 }
