@@ -440,7 +440,8 @@ func TestHostileGRPCPassThrough(t *testing.T) {
 		code    codes.Code
 		message string
 	}{
-		{"unexposed service", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", &demov1.EchoRequest{}, codes.Unimplemented, `unknown method /grpc.reflection.v1.ServerReflection/ServerReflectionInfo`},
+		// Not grpc.reflection: the bridge answers it itself (reflection_server.go).
+		{"unexposed service", "/internal.v1.Admin/Wipe", &demov1.EchoRequest{}, codes.Unimplemented, `unknown method /internal.v1.Admin/Wipe`},
 		{"unknown method", "/demo.v1.TickerService/Sell", &demov1.EchoRequest{}, codes.Unimplemented, `unknown method /demo.v1.TickerService/Sell`},
 		{"path traversal", "/demo.v1.EchoService/../TickerService/Watch", &demov1.WatchRequest{Symbol: "A"}, codes.Unimplemented, `unknown method /demo.v1.EchoService/../TickerService/Watch`},
 		{"percent-encoded method name", "/demo.v1.TickerService/W%61tch", &demov1.WatchRequest{Symbol: "A"}, codes.Unimplemented, `unknown method /demo.v1.TickerService/W%61tch`},
