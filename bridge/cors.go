@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 )
 
 // CORS (Fetch standard, "CORS protocol") for the SSE transport: a page of
@@ -48,13 +49,14 @@ func (h *Handler) setCORS(w http.ResponseWriter, c browserCaller) {
 	}
 }
 
-// servePreflight answers a CORS preflight (OPTIONS) for a method's path:
-// 204 with the methods and the request headers the bridge accepts for an
+// servePreflight answers a CORS preflight (OPTIONS) for a path that serves
+// method name (for the log) with the HTTP methods allow ("GET, POST"): 204
+// with those methods and the request headers the bridge accepts for an
 // allowed origin, 403 with a JSON status for any other. An OPTIONS request
 // without Origin is not a preflight; it gets 204 and Allow.
-func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request, m *method) {
+func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request, name, allow string) {
 	hdr := w.Header()
-	hdr.Set(headerAllow, "GET, POST, OPTIONS")
+	hdr.Set(headerAllow, allow+", "+http.MethodOptions)
 	if r.Header.Get(headerOrigin) == "" {
 		w.WriteHeader(http.StatusNoContent)
 		return
@@ -62,7 +64,7 @@ func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request, m *meth
 	hdr.Add(headerVary, "Origin")
 	hdr.Add(headerVary, headerACRequestMethod)
 	hdr.Add(headerVary, headerACRequestHeaders)
-	c, ok := h.admitBrowser(w, r, m.name, "cors-preflight")
+	c, ok := h.admitBrowser(w, r, name, "cors-preflight")
 	if !ok {
 		return
 	}
@@ -76,7 +78,7 @@ func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request, m *meth
 	if c.named && h.cfg.corsCredentials {
 		hdr.Set(headerACAllowCredentials, "true")
 	}
-	hdr.Set(headerACAllowMethods, "GET, POST")
+	hdr.Set(headerACAllowMethods, allow)
 	if names := h.corsRequestHeaders(r.Header.Values(headerACRequestHeaders)); names != "" {
 		hdr.Set(headerACAllowHeaders, names)
 	}
@@ -105,4 +107,45 @@ func (h *Handler) corsRequestHeaders(requested []string) string {
 		}
 	}
 	return strings.Join(names, ", ")
+}
+
+// annotatedPreflights collects the HTTP methods of each google.api.http
+// path, so that the path answers CORS preflights for all of them: a page
+// of another origin sends PUT, PATCH and DELETE (and POST with JSON) only
+// after a preflight. Patterns keep the order they were registered in,
+// which is the order grpc-gateway's router tries them in.
+type annotatedPreflights struct {
+	patterns []string
+	name     map[string]string   // a method served at the pattern, for the log
+	verbs    map[string][]string // the pattern's HTTP methods, in registration order
+}
+
+// add records that the route pattern serves method name with verb.
+func (p *annotatedPreflights) add(pattern, name, verb string) {
+	if p.verbs == nil {
+		p.name, p.verbs = make(map[string]string), make(map[string][]string)
+	}
+	if _, ok := p.verbs[pattern]; !ok {
+		p.patterns = append(p.patterns, pattern)
+		p.name[pattern] = name
+	}
+	if !slices.Contains(p.verbs[pattern], verb) {
+		p.verbs[pattern] = append(p.verbs[pattern], verb)
+	}
+}
+
+// register adds an OPTIONS route for every pattern that has none of its
+// own (a custom OPTIONS rule keeps its path). The patterns registered
+// already, so registering them again cannot fail.
+func (p *annotatedPreflights) register(h *Handler, mux *runtime.ServeMux) {
+	for _, pattern := range p.patterns {
+		verbs := p.verbs[pattern]
+		if slices.Contains(verbs, http.MethodOptions) {
+			continue
+		}
+		name, allow := p.name[pattern], strings.Join(verbs, ", ")
+		_ = mux.HandlePath(http.MethodOptions, pattern, func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+			h.servePreflight(w, r, name, allow)
+		})
+	}
 }

@@ -95,7 +95,7 @@ func (h *Handler) UpdateFiles(files *protoregistry.Files) error {
 }
 
 // ServeHTTP dispatches a request for a method's gRPC path by transport
-// (WebSocket upgrade, SSE over GET or POST), and hands every other path to
+// (WebSocket upgrade, SSE or unary JSON over GET or POST), and hands every other path to
 // the router of google.api.http annotations, which answers 404 for paths
 // that are not an exposed method. A POST with a gRPC Content-Type, on any
 // path, is a native gRPC call, proxied as it is (see serveGRPC).
@@ -126,7 +126,8 @@ func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, m *method)
 			}
 			return
 		}
-		c, ok := h.admitBrowser(w, r, m.name, TransportSSE)
+		transport := callTransport(r, m)
+		c, ok := h.admitBrowser(w, r, m.name, transport)
 		if !ok {
 			return
 		}
@@ -141,10 +142,15 @@ func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, m *method)
 				m.name, wsSubprotocol))
 			return
 		}
-		h.serveSSE(w, r, m, c, nil, binding{})
+		if !m.safeGET {
+			h.refuseGET(w, m)
+			return
+		}
+		h.serveCall(w, r, m, c, transport, nil, binding{})
 	case http.MethodPost:
 		ct := r.Header.Get(headerContentType) // application/grpc went to serveGRPC in ServeHTTP
-		c, ok := h.admitBrowser(w, r, m.name, TransportSSE)
+		transport := callTransport(r, m)
+		c, ok := h.admitBrowser(w, r, m.name, transport)
 		if !ok {
 			return
 		}
@@ -154,20 +160,22 @@ func (h *Handler) serveMethod(w http.ResponseWriter, r *http.Request, m *method)
 				"%s: Content-Type %s is not supported; POST application/json", m.name, quoteName(ct)))
 			return
 		}
-		h.serveSSE(w, r, m, c, nil, binding{body: "*"})
+		h.serveCall(w, r, m, c, transport, nil, binding{body: "*"})
 	case http.MethodOptions:
-		h.servePreflight(w, r, m)
+		h.servePreflight(w, r, m.name, m.allowedMethods())
 	default:
-		w.Header().Set(headerAllow, "GET, POST")
+		w.Header().Set(headerAllow, m.allowedMethods())
 		h.writeError(w, http.StatusMethodNotAllowed, status.Newf(codes.Unimplemented,
-			"%s: HTTP method %s is not allowed; use GET or POST", m.name, r.Method))
+			"%s: HTTP method %s is not allowed; use %s", m.name, r.Method, strings.ReplaceAll(m.allowedMethods(), ", ", " or ")))
 	}
 }
 
-// annotatedHandler serves one google.api.http binding of m as SSE.
+// annotatedHandler serves one google.api.http binding of m: as unary JSON
+// or SSE, as callTransport chooses.
 func (h *Handler) annotatedHandler(m *method, b binding) runtime.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, pathParams map[string]string) {
-		c, ok := h.admitBrowser(w, r, m.name, TransportSSE)
+		transport := callTransport(r, m)
+		c, ok := h.admitBrowser(w, r, m.name, transport)
 		if !ok {
 			return
 		}
@@ -177,7 +185,7 @@ func (h *Handler) annotatedHandler(m *method, b binding) runtime.HandlerFunc {
 				"%s: Content-Type %s is not supported; send application/json", m.name, quoteName(r.Header.Get(headerContentType))))
 			return
 		}
-		h.serveSSE(w, r, m, c, pathParams, b)
+		h.serveCall(w, r, m, c, transport, pathParams, b)
 	}
 }
 

@@ -385,7 +385,8 @@ func TestSSEAnnotatedTickerPath(t *testing.T) {
 func TestSSEUnaryMethod(t *testing.T) {
 	t.Parallel()
 	env := newSSEEnv(t)
-	evs := events(t, env.do(t, http.MethodGet, "/bridgetest.v1.InspectService/InspectOnce?name=u", nil, ""))
+	// A unary method answers plain JSON unless Accept asks for events.
+	evs := events(t, env.do(t, http.MethodGet, "/bridgetest.v1.InspectService/InspectOnce?name=u", http.Header{"Accept": {"text/event-stream"}}, ""))
 	msgs := messages(evs)
 	if len(msgs) != 1 || msgs[0].ID != "1" || inspectResponse(t, msgs[0].Data).GetRequest().GetName() != "u" {
 		t.Fatalf("events %+v, want one message with id 1", evs)

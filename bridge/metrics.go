@@ -7,6 +7,8 @@ const (
 	TransportSSE       = "sse"
 	TransportWebSocket = "websocket"
 	TransportGRPC      = "grpc"
+	// TransportUnary is a unary call answered as plain JSON.
+	TransportUnary = "unary"
 )
 
 // Metrics receives the handler's measurements, so that a program can
@@ -18,10 +20,10 @@ const (
 // message methods run once per message.
 type Metrics interface {
 	// StreamStarted is called when a stream is admitted: an SSE request
-	// that passed validation, an upgraded WebSocket (whose call opens with
-	// its first frame), a native gRPC call. resumed tells whether an SSE
-	// request carried Last-Event-ID. It returns the observer of that one
-	// stream.
+	// or a unary JSON call that passed validation, an upgraded WebSocket
+	// (whose call opens with its first frame), a native gRPC call.
+	// resumed tells whether an SSE request carried Last-Event-ID. It
+	// returns the observer of that one stream.
 	StreamStarted(method, transport string, resumed bool) StreamObserver
 }
 

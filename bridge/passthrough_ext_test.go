@@ -967,6 +967,7 @@ func TestGRPCPassThroughSharesThePort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Accept", "text/event-stream") // a unary method answers plain JSON otherwise
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
 		t.Fatal(err)

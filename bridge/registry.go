@@ -38,6 +38,12 @@ type method struct {
 	shared     *sharedHub                   // the method's shared calls, or nil when it is not shared
 	json       *wirejson.Encoder            // SSE responses' JSON from their wire bytes, or nil for protojson only
 	log        *slog.Logger                 // the handler's, for failures the browser must not see in full
+	// safeGET: GET without Upgrade may call the method. Every method but a
+	// unary one may be opened with GET; a unary method only when it is
+	// safe to call from a link (idempotency_level = NO_SIDE_EFFECTS, or a
+	// google.api.http get rule), so that a cross-site <img> cannot run a
+	// mutation.
+	safeGET bool
 }
 
 // binding is one google.api.http rule of a method.
@@ -45,6 +51,10 @@ type binding struct {
 	verb    string
 	pattern string
 	body    string // "", "*" or a request field path
+	// responseBody is the path to the response field whose value is the
+	// body of a unary JSON answer (response_body), or nil for the whole
+	// response.
+	responseBody []protoreflect.FieldDescriptor
 }
 
 // routes maps URLs to exposed methods. It is built once per schema and
@@ -113,11 +123,15 @@ func buildRoutes(c *config, files *protoregistry.Files, h *Handler) (*routes, er
 	slices.SortStableFunc(annotated, func(a, b annotatedRoute) int {
 		return cmpBool(hasCustomVerb(a.b.pattern), hasCustomVerb(b.b.pattern))
 	})
+	var preflights annotatedPreflights
 	for _, a := range annotated {
 		if err := rt.annotated.HandlePath(a.b.verb, a.b.pattern, h.annotatedHandler(a.m, a.b)); err != nil {
 			errs = append(errs, fmt.Errorf("%s: google.api.http %s %s: %w", a.m.name, a.b.verb, a.b.pattern, err))
+			continue
 		}
+		preflights.add(a.b.pattern, a.m.name, a.b.verb)
 	}
+	preflights.register(h, rt.annotated)
 	for _, p := range c.expose {
 		if !used[p] {
 			errs = append(errs, fmt.Errorf("expose pattern %q matches no method of the schema", p))
@@ -249,6 +263,8 @@ func newMethod(c *config, md protoreflect.MethodDescriptor) (*method, []binding,
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", m.name, err)
 	}
+	m.safeGET = !m.isUnary() || hasNoSideEffects(md) ||
+		slices.ContainsFunc(bindings, func(b binding) bool { return b.verb == http.MethodGet })
 	return m, bindings, nil
 }
 
@@ -346,6 +362,12 @@ func httpBindings(md protoreflect.MethodDescriptor) ([]binding, error) {
 		if b.body != "" && b.body != "*" {
 			if err := checkBodyField(md.Input(), b.body); err != nil {
 				return nil, fmt.Errorf("google.api.http body %q: %w", b.body, err)
+			}
+		}
+		if rb := r.GetResponseBody(); rb != "" {
+			var err error
+			if b.responseBody, err = responseBodyPath(md.Output(), rb); err != nil {
+				return nil, fmt.Errorf("google.api.http response_body %q: %w", rb, err)
 			}
 		}
 		bindings = append(bindings, b)

@@ -410,12 +410,12 @@ const file_bridgetest_v1_inspect_proto_rawDesc = "" +
 	"\x05Color\x12\x15\n" +
 	"\x11COLOR_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tCOLOR_RED\x10\x01\x12\x0f\n" +
-	"\vCOLOR_GREEN\x10\x022\x92\x02\n" +
+	"\vCOLOR_GREEN\x10\x022\x97\x02\n" +
 	"\x0eInspectService\x12\xb1\x01\n" +
 	"\aInspect\x12\x1d.bridgetest.v1.InspectRequest\x1a\x1e.bridgetest.v1.InspectResponse\"e\xb2\xa7\x19\x11\n" +
 	"\x0f\n" +
-	"\x06cursor\x12\x05after\x82\xd3\xe4\x93\x02J:\x06filterZ,\x12*/v1/inspect/{name}/regions/{filter.region}\"\x12/v1/inspect/{name}0\x01\x12L\n" +
-	"\vInspectOnce\x12\x1d.bridgetest.v1.InspectRequest\x1a\x1e.bridgetest.v1.InspectResponseB\xb7\x01\n" +
+	"\x06cursor\x12\x05after\x82\xd3\xe4\x93\x02J:\x06filterZ,\x12*/v1/inspect/{name}/regions/{filter.region}\"\x12/v1/inspect/{name}0\x01\x12Q\n" +
+	"\vInspectOnce\x12\x1d.bridgetest.v1.InspectRequest\x1a\x1e.bridgetest.v1.InspectResponse\"\x03\x90\x02\x01B\xb7\x01\n" +
 	"\x11com.bridgetest.v1B\fInspectProtoP\x01Z?github.com/grpcbridge/grpcbridge/gen/bridgetest/v1;bridgetestv1\xa2\x02\x03BXX\xaa\x02\rBridgetest.V1\xca\x02\rBridgetest\\V1\xe2\x02\x19Bridgetest\\V1\\GPBMetadata\xea\x02\x0eBridgetest::V1b\x06proto3"
 
 var (

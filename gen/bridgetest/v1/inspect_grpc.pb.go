@@ -35,7 +35,8 @@ type InspectServiceClient interface {
 	// and the metadata the call arrived with, then ends with fail_code when
 	// that is set. With hold, it sends nothing and waits for the call to end.
 	Inspect(ctx context.Context, in *InspectRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[InspectResponse], error)
-	// InspectOnce is Inspect as a unary call: one response.
+	// InspectOnce is Inspect as a unary call: one response. It has no side
+	// effects, so GET may call it.
 	InspectOnce(ctx context.Context, in *InspectRequest, opts ...grpc.CallOption) (*InspectResponse, error)
 }
 
@@ -88,7 +89,8 @@ type InspectServiceServer interface {
 	// and the metadata the call arrived with, then ends with fail_code when
 	// that is set. With hold, it sends nothing and waits for the call to end.
 	Inspect(*InspectRequest, grpc.ServerStreamingServer[InspectResponse]) error
-	// InspectOnce is Inspect as a unary call: one response.
+	// InspectOnce is Inspect as a unary call: one response. It has no side
+	// effects, so GET may call it.
 	InspectOnce(context.Context, *InspectRequest) (*InspectResponse, error)
 	mustEmbedUnimplementedInspectServiceServer()
 }
