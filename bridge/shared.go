@@ -261,10 +261,13 @@ func (w *replayWindow) slice(from, to int) []*sseItem {
 // the call's when it opens it. lastID is the Last-Event-ID of a resuming
 // subscriber, or "". A resuming subscriber joins a live call only when the
 // call's replay window knows its id, and then gets the events after it
-// first, so that it misses nothing and sees nothing twice; when no call is
-// live, it opens one resumed at its id, which later subscribers at the same
-// id (or within the window) join. Ids name messages only with a cursor
-// field: without one, a resuming subscriber always has a call of its own.
+// first, so that it misses nothing and sees nothing twice, or, with an
+// unsigned integer cursor, when its id is a little ahead of the call's
+// (replayWindow.ahead), and then gets the events after its id as they
+// come; when no call is live, it opens one resumed at its id, which later
+// subscribers at the same id (or within the window) join. Ids name
+// messages only with a cursor field: without one, a resuming subscriber
+// always has a call of its own.
 // subscribe returns nil when the subscriber must have a call of its own.
 func (hub *sharedHub) subscribe(h *Handler, m *method, key sharedKey, req proto.Message, md metadata.MD, lastID string) *sharedSub {
 	hub.mu.Lock()
