@@ -420,6 +420,7 @@ func TestUnaryErrors(t *testing.T) {
 		{"demo Post validation", http.MethodPost, "/v1/rooms/r/messages", jsonHeader, `{"user":"u"}`, 400, codes.InvalidArgument, "text is required"},
 		{"malformed JSON", http.MethodPost, "/bridgetest.v1.RestService/Touch", jsonHeader, `{"name":`, 400, codes.InvalidArgument, "request body"},
 		{"unknown field", http.MethodPost, "/v1/items", jsonHeader, `{"nope":1}`, 400, codes.InvalidArgument, `unknown field "nope"`},
+		{"empty body", http.MethodPost, "/v1/items", jsonHeader, "", 400, codes.InvalidArgument, "request body"},
 		{"bad query value", http.MethodGet, "/v1/items/x?count=many", nil, "", 400, codes.InvalidArgument, `parsing field "count"`},
 		{"body too large", http.MethodPost, "/bridgetest.v1.RestService/Touch", jsonHeader, `{"name":"` + strings.Repeat("a", 300) + `"}`, 413, codes.ResourceExhausted, "limit of 256 bytes"},
 		{"not JSON", http.MethodPost, "/bridgetest.v1.RestService/Touch", http.Header{"Content-Type": {"text/plain"}}, "name=a", 415, codes.InvalidArgument, `Content-Type "text/plain" is not supported`},
