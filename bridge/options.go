@@ -38,6 +38,13 @@ var defaultRequestHeaders = []string{
 	"grpc-timeout",
 }
 
+// DefaultRequestHeaders returns the request headers forwarded to backends
+// unless [WithRequestHeaders] replaces them, in a new slice, so that a
+// program can log or extend the list it replaces.
+func DefaultRequestHeaders() []string {
+	return append([]string(nil), defaultRequestHeaders...)
+}
+
 // An Option configures a [Handler]. Only this package defines options.
 type Option interface {
 	apply(*config)

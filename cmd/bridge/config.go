@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/grpcbridge/grpcbridge/bridge"
 )
 
 // Config is everything the bridge binary can be told, on its command line
@@ -100,6 +102,7 @@ type MethodConfig struct {
 func defaultConfig() Config {
 	return Config{
 		Addr:              ":8080",
+		H2C:               true,
 		HeartbeatInterval: 15 * time.Second,
 		RetryInterval:     2 * time.Second,
 		WriteTimeout:      10 * time.Second,
@@ -161,46 +164,51 @@ var pluralKeys = map[string]string{
 func parseFlags(args []string) (*Config, error) {
 	c := defaultConfig()
 	var configFile string
+	var showVersion bool
 	fs := flag.NewFlagSet("bridge", flag.ContinueOnError)
+	fs.BoolVar(&showVersion, "version", false, "print the version (module version, VCS revision, Go version) and exit")
 	fs.StringVar(&configFile, "config", "", "YAML config `file`; flags given on the command line override it")
-	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address `host:port`")
+	fs.StringVar(&c.Addr, "addr", c.Addr, "public listener `host:port` (no host: every interface): browsers, /healthz and /readyz, and native gRPC and /metrics unless -grpc-addr and -admin-addr take them")
 	fs.StringVar(&c.AdminAddr, "admin-addr", "", "serve /metrics and a detailed /readyz on this operational listener `host:port` only; default: /metrics on -addr")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "", "serve native gRPC on this cleartext HTTP/2 (h2c) listener `host:port` only, and refuse it on -addr; default: native gRPC on -addr")
 	fs.BoolVar(&c.Demo, "demo", false, "run the demo services in-process, expose them and serve the demo page at /")
-	fs.Var((*backendFlag)(&c.Backends), "backend", "gRPC `target` for every exposed service, or pattern=target for the services matching pattern (repeatable)")
+	fs.Var((*backendFlag)(&c.Backends), "backend", "gRPC `target` (host:port, dns:///name:port, xds:///name) for every exposed service, or pattern=target for the services matching pattern (repeatable)")
 	fs.StringVar(&c.Descriptors, "descriptors", "", "binary FileDescriptorSet `file` (buf build -o) holding the exposed services; default: the compiled-in descriptors")
-	fs.Var((*listFlag)(&c.Expose), "expose", "expose the methods matching `pattern`: pkg.*, pkg.Service or pkg.Service/Method (repeatable)")
+	fs.Var((*listFlag)(&c.Expose), "expose", "expose the methods matching `pattern`: pkg.*, pkg.Service or pkg.Service/Method (repeatable; nothing is reachable without it, except with -demo)")
 	fs.Var((*listFlag)(&c.AllowOrigins), "allow-origin", "let pages from this `origin` (https://app.example.com, or * without credentials) use the bridge: SSE, unary JSON, WebSockets and CORS (repeatable; default: same origin only)")
-	fs.BoolVar(&c.CORSCredentials, "cors-credentials", false, "let pages of the -allow-origin origins (not *) read SSE streams with credentials (Access-Control-Allow-Credentials)")
-	fs.Var((*listFlag)(&c.RequestHeaders), "request-header", "forward this request `header` (or prefix*) to backends as metadata (repeatable; replaces the default list)")
-	fs.Var((*listFlag)(&c.ResponseMetadata), "response-metadata", "pass this backend metadata `key` (or prefix*) to browsers (repeatable)")
-	fs.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate `file`: serve HTTPS with HTTP/2")
-	fs.StringVar(&c.TLSKey, "tls-key", "", "TLS private key `file`")
-	fs.BoolVar(&c.H2C, "h2c", false, "serve cleartext HTTP/2 (behind a proxy) besides HTTP/1.1")
-	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", c.HeartbeatInterval, "SSE heartbeat interval")
-	fs.DurationVar(&c.RetryInterval, "retry", c.RetryInterval, "SSE reconnection time sent to browsers")
-	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "bound of each write to a browser")
-	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "WebSocket ping interval")
-	fs.DurationVar(&c.PongTimeout, "pong-timeout", c.PongTimeout, "time a WebSocket peer has to answer a ping")
-	fs.Int64Var(&c.ReadMaxBytes, "read-max-bytes", c.ReadMaxBytes, "largest request message from a browser, in bytes")
-	fs.Int64Var(&c.ResponseMaxBytes, "response-max-bytes", c.ResponseMaxBytes, "largest response message from a backend, in bytes")
+	fs.BoolVar(&c.CORSCredentials, "cors-credentials", false, "answer Access-Control-Allow-Credentials: true to the -allow-origin origins (never to those only * admits), so their pages may read SSE streams with cookies or HTTP authentication")
+	fs.Var((*listFlag)(&c.RequestHeaders), "request-header", "forward this request `header` (or prefix*) to backends as metadata (repeatable). Replaces the whole default list, so repeat the ones to keep: "+strings.Join(bridge.DefaultRequestHeaders(), ", "))
+	fs.Var((*listFlag)(&c.ResponseMetadata), "response-metadata", "pass this backend response header or trailer `key` (or prefix*) to browsers: SSE headers and end events, WebSocket headers and trailers (repeatable; default: none)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate `file`: serve HTTPS on -addr, HTTP/2 (ALPN h2) and HTTP/1.1; goes with -tls-key")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key `file` of -tls-cert")
+	fs.BoolVar(&c.H2C, "h2c", c.H2C, "serve cleartext HTTP/2 with prior knowledge (native gRPC, curl --http2-prior-knowledge, proxies) beside HTTP/1.1 on -addr; -h2c=false: HTTP/1.1 only, and HTTP/2 clients are told so (gRPC UNAVAILABLE, else 505); no effect with TLS")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", c.HeartbeatInterval, "interval of the SSE heartbeat comment that keeps idle proxies from cutting a stream")
+	fs.DurationVar(&c.RetryInterval, "retry", c.RetryInterval, "reconnection delay sent to browsers in SSE retry: fields")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "bound of each write to a browser (SSE, WebSocket): a client that takes no data this long is dropped and its call cancelled")
+	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "how often the bridge pings a WebSocket peer")
+	fs.DurationVar(&c.PongTimeout, "pong-timeout", c.PongTimeout, "time a WebSocket peer has to answer a ping before it is dropped")
+	fs.Int64Var(&c.ReadMaxBytes, "read-max-bytes", c.ReadMaxBytes, "largest request message from a browser (JSON body, WebSocket message; larger closes with 1009) and native gRPC message either way, in bytes")
+	fs.Int64Var(&c.ResponseMaxBytes, "response-max-bytes", c.ResponseMaxBytes, "largest response message the bridge takes from a backend, in bytes; a larger one ends the call with RESOURCE_EXHAUSTED")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time to drain streams after SIGTERM and the shutdown delay")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "after SIGTERM, keep serving new requests this long with /readyz at 503, so load balancers stop sending them, before draining")
-	fs.Int64Var(&c.MaxStreams, "max-streams", 0, "most streams open at once; 0: no limit")
-	fs.Int64Var(&c.MaxClientStreams, "max-streams-per-client", 0, "most streams open at once from one client IP; 0: no limit")
+	fs.Int64Var(&c.MaxStreams, "max-streams", 0, "most SSE and WebSocket streams open at once on this replica; more are refused as transient (SSE retry, WebSocket 503); 0: no limit")
+	fs.Int64Var(&c.MaxClientStreams, "max-streams-per-client", 0, "most streams open at once from one client IP (see -trusted-proxy); more get 429 RESOURCE_EXHAUSTED; 0: no limit")
 	fs.Var((*listFlag)(&c.NativeGRPCNets), "native-grpc-network", "let callers in this `CIDR` use native gRPC pass-through, which forwards every header (repeatable; default: loopback only)")
-	fs.Var((*listFlag)(&c.TrustedProxies), "trusted-proxy", "trust X-Forwarded-For from this `CIDR` (a load balancer) for the client IP (repeatable)")
-	fs.DurationVar(&c.MaxStreamDuration, "max-stream-duration", 0, "end streams after this long (SSE resumes with Last-Event-ID); 0: no limit")
-	fs.IntVar(&c.SharedReplay, "shared-replay", 0, "events each shared call keeps for streams that resume (bridge.WithSharedReplay); 0: 128")
+	fs.Var((*listFlag)(&c.TrustedProxies), "trusted-proxy", "trust X-Forwarded-For (the client IP, for -native-grpc-network and per-client limits) and X-Forwarded-Proto (the bridge's own origin) from proxies in this `CIDR` (repeatable; default: the client is the TCP peer)")
+	fs.DurationVar(&c.MaxStreamDuration, "max-stream-duration", 0, "end streams after this long, less up to a tenth at random (SSE resumes with Last-Event-ID, WebSockets end UNAVAILABLE); 0: no limit")
+	fs.IntVar(&c.SharedReplay, "shared-replay", 0, "events each shared call (methods with shared: true) keeps for streams that resume with Last-Event-ID; 0: 128")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "export OpenTelemetry spans over OTLP/gRPC to this `host:port`; default: no tracing")
 	fs.BoolVar(&c.OTLPInsecure, "otlp-insecure", false, "connect to the OTLP endpoint without TLS")
 	fs.StringVar(&c.ServiceName, "service-name", c.ServiceName, "service.name of the exported spans")
 	fs.StringVar(&c.MetricsNamespace, "metrics-namespace", c.MetricsNamespace, "prefix of the Prometheus metric names")
-	fs.DurationVar(&c.SchemaRefresh, "schema-refresh", c.SchemaRefresh, "how often to reload schemas from server reflection")
+	fs.DurationVar(&c.SchemaRefresh, "schema-refresh", c.SchemaRefresh, "how often to reload schemas from server reflection (backends with reflection: true)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if showVersion {
+		return nil, errShowVersion
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
@@ -257,9 +265,6 @@ func (c *Config) validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("-tls-cert and -tls-key go together"))
-	}
-	if c.TLSCert != "" && c.H2C {
-		errs = append(errs, errors.New("-h2c is for cleartext; with TLS, HTTP/2 is on already"))
 	}
 	defaults := 0
 	for i, b := range c.Backends {

@@ -38,7 +38,6 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"-expose", "a.*"}, "no backend: give -backend (or -demo)"},
 		{[]string{"-demo", "-backend", "x:1"}, "-demo runs its own backend"},
 		{[]string{"-demo", "-tls-cert", "c.pem"}, "-tls-cert and -tls-key go together"},
-		{[]string{"-demo", "-tls-cert", "c", "-tls-key", "k", "-h2c"}, "-h2c is for cleartext"},
 		{[]string{"-expose", "a.*", "-backend", "=x:1"}, `"=x:1": want target or pattern=target`},
 		{[]string{"-expose", "a.*", "-backend", "x:1", "-backend", "y:1"}, "more than one default backend"},
 		{[]string{"-demo", "-log-format", "xml"}, `-log-format "xml"`},

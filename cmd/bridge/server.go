@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,7 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/grpcbridge/grpcbridge/bridge"
 	"github.com/grpcbridge/grpcbridge/internal/demo"
@@ -192,8 +197,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ls listeners) err
 		publicMetrics = nil // the public port answers /metrics with the bridge's 404
 	}
 	public := newServer(log, publicRoutes(tr.wrapHTTP(routes(h, cfg.Demo)), ready, publicMetrics))
-	public.Protocols.SetHTTP2(cfg.TLSCert != "")
-	public.Protocols.SetUnencryptedHTTP2(cfg.H2C)
+	setPublicProtocols(public, cfg)
 	servers := []listening{{srv: public, lis: ls.public, tls: cfg.TLSCert != ""}}
 	if ls.grpc != nil {
 		// Cleartext HTTP/2 with prior knowledge, as gRPC clients speak it;
@@ -268,6 +272,56 @@ func newServer(log *slog.Logger, h http.Handler) *http.Server {
 	}
 	srv.Protocols.SetHTTP1(true)
 	return srv
+}
+
+// msgH2COff is the refusal of cleartext HTTP/2 on a public port that runs
+// with h2c off. It says what to change, and names no address.
+const msgH2COff = "this port serves HTTP/1.1 only (the bridge runs with h2c off), and native gRPC needs HTTP/2: " +
+	"turn h2c on, or connect with TLS"
+
+// setPublicProtocols sets what the public server speaks: HTTP/1.1 always;
+// with TLS, HTTP/2 by ALPN; in cleartext, HTTP/2 with prior knowledge (h2c,
+// as native gRPC clients and curl --http2-prior-knowledge speak it; Go's
+// server does not do the Upgrade: h2c dance, which gets HTTP/1.1).
+//
+// With h2c off, cleartext HTTP/2 is still recognised, only to refuse it
+// with a reason: otherwise a gRPC client that meets an HTTP/1.1-only port
+// reads the HTTP/1.1 error response as an HTTP/2 frame and fails with
+// "http2: frame too large", or retries without end (grpcurl waits), and its
+// user never learns why.
+func setPublicProtocols(srv *http.Server, cfg *Config) {
+	tlsOn := cfg.TLSCert != ""
+	srv.Protocols.SetHTTP2(tlsOn)
+	srv.Protocols.SetUnencryptedHTTP2(!tlsOn)
+	if !tlsOn && !cfg.H2C {
+		srv.Handler = refuseCleartextHTTP2(srv.Handler)
+	}
+}
+
+// refuseCleartextHTTP2 serves HTTP/1.1 requests with next, and answers
+// every HTTP/2 request with [msgH2COff]: a gRPC UNAVAILABLE for gRPC
+// clients (a trailers-only response), a JSON 505 for the others.
+func refuseCleartextHTTP2(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor != 2 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		st := status.New(codes.Unavailable, msgH2COff)
+		hdr := w.Header()
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			hdr.Set("Content-Type", "application/grpc")
+			hdr.Set("Grpc-Status", strconv.Itoa(int(st.Code())))
+			hdr.Set("Grpc-Message", st.Message()) // printable ASCII without '%': nothing to percent-encode
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		body, _ := protojson.Marshal(st.Proto()) // a status of a code and a message always marshals
+		hdr.Set("Content-Type", "application/json")
+		hdr.Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusHTTPVersionNotSupported)
+		_, _ = w.Write(body)
+	})
 }
 
 // drain stops the bridge gracefully, as design.md's "Command line" says:
