@@ -13,10 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/grpcbridge/grpcbridge/bridge"
 	testv1 "github.com/grpcbridge/grpcbridge/gen/bridgetest/v1"
@@ -358,6 +362,21 @@ func TestUnaryHTTPRules(t *testing.T) {
 				t.Fatalf("answer %s, want the uint64 seq in proto3 JSON", body)
 			}
 		}},
+		{"repeated field of a message in the response", http.MethodGet, "/v1/items/n8/tags?tags=a&tags=b", "", func(t *testing.T, body []byte) {
+			if string(body) != `["a","b"]` {
+				t.Fatalf("answer %s, want the tags", body)
+			}
+		}},
+		{"unset repeated field", http.MethodGet, "/v1/items/n8/tags", "", func(t *testing.T, body []byte) {
+			if string(body) != `[]` {
+				t.Fatalf("answer %s, want an empty array", body)
+			}
+		}},
+		{"unset scalar field", http.MethodGet, "/v1/items/n8/count", "", func(t *testing.T, body []byte) {
+			if string(body) != `0` {
+				t.Fatalf("answer %s, want the default 0", body)
+			}
+		}},
 	} {
 		t.Run("response_body "+tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -603,5 +622,48 @@ func TestUnaryShutdownLetsCallsFinish(t *testing.T) {
 	<-done
 	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+func TestUnaryResponseBodyMustNameAField(t *testing.T) {
+	t.Parallel()
+	inspect, err := protoregistry.GlobalFiles.FindFileByPath("bridgetest/v1/inspect.proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ responseBody, want string }{
+		{"nope", `google.api.http response_body "nope": bridgetest.v1.InspectResponse has no field "nope"`},
+		{"seq.value", `google.api.http response_body "seq.value": bridgetest.v1.InspectResponse.seq is not a singular message field`},
+		{"request.nope", `google.api.http response_body "request.nope": bridgetest.v1.InspectRequest has no field "nope"`},
+	} {
+		t.Run(tc.responseBody, func(t *testing.T) {
+			t.Parallel()
+			opts := &descriptorpb.MethodOptions{}
+			proto.SetExtension(opts, annotations.E_Http, &annotations.HttpRule{
+				Pattern: &annotations.HttpRule_Get{Get: "/v1/bad"}, ResponseBody: tc.responseBody,
+			})
+			bad := &descriptorpb.FileDescriptorProto{
+				Name:       proto.String("bad/v1/bad.proto"),
+				Package:    proto.String("bad.v1"),
+				Syntax:     proto.String("proto3"),
+				Dependency: []string{"bridgetest/v1/inspect.proto", "google/api/annotations.proto"},
+				Service: []*descriptorpb.ServiceDescriptorProto{{
+					Name: proto.String("BadService"),
+					Method: []*descriptorpb.MethodDescriptorProto{{
+						Name: proto.String("Get"), InputType: proto.String(".bridgetest.v1.InspectRequest"),
+						OutputType: proto.String(".bridgetest.v1.InspectResponse"), Options: opts,
+					}},
+				}},
+			}
+			files, err := bridge.NewFiles(&descriptorpb.FileDescriptorSet{File: []*descriptorpb.FileDescriptorProto{protodesc.ToFileDescriptorProto(inspect), bad}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn := bridgetest.NewBackend(t, func(*grpc.Server) {})
+			_, err = bridge.NewHandler(bridge.WithBackend(conn), bridge.WithExpose("bad.v1.*"), bridge.WithFiles(files))
+			if err == nil || !strings.Contains(err.Error(), "bad.v1.BadService/Get: "+tc.want) {
+				t.Fatalf("NewHandler: %v, want an error with %q", err, tc.want)
+			}
+		})
 	}
 }

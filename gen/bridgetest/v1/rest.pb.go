@@ -25,9 +25,9 @@ var File_bridgetest_v1_rest_proto protoreflect.FileDescriptor
 
 const file_bridgetest_v1_rest_proto_rawDesc = "" +
 	"\n" +
-	"\x18bridgetest/v1/rest.proto\x12\rbridgetest.v1\x1a\x1bbridgetest/v1/inspect.proto\x1a\x1cgoogle/api/annotations.proto2\x91\a\n" +
-	"\vRestService\x12\xc8\x01\n" +
-	"\x03Get\x12\x1d.bridgetest.v1.InspectRequest\x1a\x1e.bridgetest.v1.InspectResponse\"\x81\x01\x82\xd3\xe4\x93\x02{Z%b\bmetadata\x12\x19/v1/items/{name}/metadataZ#b\arequest\x12\x18/v1/items/{name}/requestZ\x1bb\x03seq\x12\x14/v1/items/{name}/seq\x12\x10/v1/items/{name}\x12]\n" +
+	"\x18bridgetest/v1/rest.proto\x12\rbridgetest.v1\x1a\x1bbridgetest/v1/inspect.proto\x1a\x1cgoogle/api/annotations.proto2\xe2\a\n" +
+	"\vRestService\x12\x99\x02\n" +
+	"\x03Get\x12\x1d.bridgetest.v1.InspectRequest\x1a\x1e.bridgetest.v1.InspectResponse\"\xd2\x01\x82\xd3\xe4\x93\x02\xcb\x01Z%b\bmetadata\x12\x19/v1/items/{name}/metadataZ#b\arequest\x12\x18/v1/items/{name}/requestZ\x1bb\x03seq\x12\x14/v1/items/{name}/seqZ%b\frequest.tags\x12\x15/v1/items/{name}/tagsZ'b\rrequest.count\x12\x16/v1/items/{name}/count\x12\x10/v1/items/{name}\x12]\n" +
 	"\x06Create\x12\x1d.bridgetest.v1.InspectRequest\x1a\x1e.bridgetest.v1.InspectResponse\"\x14\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/items\x12i\n" +
 	"\x06Update\x12\x1d.bridgetest.v1.InspectRequest\x1a\x1e.bridgetest.v1.InspectResponse\" \x82\xd3\xe4\x93\x02\x1a:\x06filter\x1a\x10/v1/items/{name}\x12\x84\x01\n" +
 	"\x05Patch\x12\x1d.bridgetest.v1.InspectRequest\x1a\x1e.bridgetest.v1.InspectResponse\"<\x82\xd3\xe4\x93\x026:\x01*b\arequest2(/v1/items/{name}/filters/{filter.region}\x12a\n" +

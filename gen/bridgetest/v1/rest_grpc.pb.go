@@ -41,7 +41,8 @@ const (
 // is never exposed by the demo.
 type RestServiceClient interface {
 	// Get has a get rule, which makes it safe to call with GET on its gRPC
-	// path too. The additional bindings return one response field only.
+	// path too. The additional bindings return one response field only, of
+	// the response or (a dotted path) of a message in it.
 	Get(ctx context.Context, in *InspectRequest, opts ...grpc.CallOption) (*InspectResponse, error)
 	// Create takes the whole request as the body.
 	Create(ctx context.Context, in *InspectRequest, opts ...grpc.CallOption) (*InspectResponse, error)
@@ -161,7 +162,8 @@ func (c *restServiceClient) Peek(ctx context.Context, in *InspectRequest, opts .
 // is never exposed by the demo.
 type RestServiceServer interface {
 	// Get has a get rule, which makes it safe to call with GET on its gRPC
-	// path too. The additional bindings return one response field only.
+	// path too. The additional bindings return one response field only, of
+	// the response or (a dotted path) of a message in it.
 	Get(context.Context, *InspectRequest) (*InspectResponse, error)
 	// Create takes the whole request as the body.
 	Create(context.Context, *InspectRequest) (*InspectResponse, error)
