@@ -667,3 +667,39 @@ func TestUnaryResponseBodyMustNameAField(t *testing.T) {
 		})
 	}
 }
+
+func TestUnaryLogsOneLinePerCall(t *testing.T) {
+	t.Parallel()
+	rec := newEndRecorder()
+	env := newUnaryEnv(t, rec.options()...)
+	for _, tc := range []struct{ body, code string }{
+		{`{"name":"a"}`, "OK"},
+		{`{"failCode":5}`, "NotFound"},
+	} {
+		resp := env.do(t, http.MethodPost, "/bridgetest.v1.RestService/Touch", jsonHeader, tc.body)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		var lines []string
+		for deadline := time.After(10 * time.Second); len(lines) == 0; {
+			select {
+			case b := <-rec.logs:
+				var line struct{ Msg, Method, Transport, Code string }
+				if err := json.Unmarshal(b, &line); err != nil {
+					t.Fatalf("log %s: %v", b, err)
+				}
+				if line.Msg == "stream ended" {
+					if line.Method != "bridgetest.v1.RestService/Touch" || line.Transport != bridge.TransportUnary || line.Code != tc.code {
+						t.Fatalf("log %s, want Touch over %s ending %s", b, bridge.TransportUnary, tc.code)
+					}
+					lines = append(lines, string(b))
+				}
+			case <-deadline:
+				t.Fatalf("no log line for the call ending %s", tc.code)
+			}
+		}
+		select {
+		case b := <-rec.logs:
+			t.Fatalf("a second log line for one call: %s", b)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
