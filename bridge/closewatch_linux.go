@@ -18,6 +18,10 @@ import (
 // closes: a late event can then never reach the watch of the next
 // connection. The goroutine exits when nothing is watched, so a process
 // with no SSE streams has none.
+//
+// Bytes from the peer wake the watcher too: it reads and discards them
+// (see takeover.go for why), up to maxDiscardBytes per connection, and
+// watches on.
 
 // closePoller is the shared watcher; its zero value is ready.
 type closePoller struct {
@@ -26,8 +30,25 @@ type closePoller struct {
 	wakefd  int // an eventfd in the set, to wake the loop when the last watch stops
 	running bool
 	nextID  uint32
-	watches map[uint32]func()
+	watches map[uint32]*closeWatch
+	buf     []byte // the loop's, for the bytes it discards
 }
+
+// closeWatch is one watched connection.
+type closeWatch struct {
+	raw       syscall.RawConn
+	gone      func()
+	discarded int // bytes read from the peer and discarded
+}
+
+// watchEvents are the events a watch waits for. One-shot: an event ends
+// the watch, and discarding the peer's bytes arms it again. EPOLLHUP and
+// EPOLLERR (a reset) are always reported; EPOLLRDHUP is the peer's FIN,
+// EPOLLIN its bytes.
+const watchEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | epollOneShot
+
+// peerClosed are the events that end a watch with a call of gone.
+const peerClosed = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
 
 var poller closePoller
 
@@ -53,16 +74,14 @@ func watchClose(conn net.Conn, gone func()) (stop func()) {
 	id := p.newID()
 	var ctlErr error
 	err := raw.Control(func(fd uintptr) {
-		// One-shot: the first hang-up ends the watch. EPOLLHUP and EPOLLERR
-		// (a reset) are always reported; EPOLLRDHUP is the peer's FIN.
-		ev := syscall.EpollEvent{Events: syscall.EPOLLRDHUP | epollOneShot, Fd: int32(id)}
+		ev := syscall.EpollEvent{Events: watchEvents, Fd: int32(id)}
 		ctlErr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
 	})
 	if err != nil || ctlErr != nil {
 		p.stopIfIdleLocked()
 		return watchCloseByReading(conn, gone)
 	}
-	p.watches[id] = gone
+	p.watches[id] = &closeWatch{raw: raw, gone: gone}
 	return func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -117,7 +136,8 @@ func (p *closePoller) start() error {
 	}
 	p.epfd, p.wakefd, p.running = epfd, wakefd, true
 	if p.watches == nil {
-		p.watches = make(map[uint32]func())
+		p.watches = make(map[uint32]*closeWatch)
+		p.buf = make([]byte, 4096)
 	}
 	go p.loop(epfd, wakefd)
 	return nil
@@ -141,6 +161,31 @@ func (p *closePoller) stopIfIdleLocked() {
 	}
 }
 
+// discardLocked reads and discards what the peer of w sent, and arms the
+// watch again. It reports false, and the watch ends, when the peer has
+// closed the connection, when the read fails, or after maxDiscardBytes.
+// The descriptor cannot be closed (nor reused) meanwhile: Control holds
+// it, and stop, which comes before the close, waits for p.mu.
+func (p *closePoller) discardLocked(id uint32, w *closeWatch) (watching bool) {
+	err := w.raw.Control(func(fd uintptr) {
+		for w.discarded <= maxDiscardBytes {
+			n, err := syscall.Read(int(fd), p.buf)
+			switch {
+			case n > 0:
+				w.discarded += n
+				continue
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN: // all read: watch on
+				ev := syscall.EpollEvent{Events: watchEvents, Fd: int32(id)}
+				watching = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev) == nil
+			}
+			return // n == 0: the peer's FIN; or a reset
+		}
+	})
+	return err == nil && watching
+}
+
 // loop waits for hang-ups and reports them, until nothing is watched.
 // It owns epfd and wakefd and closes them when it exits.
 func (p *closePoller) loop(epfd, wakefd int) {
@@ -160,10 +205,12 @@ func (p *closePoller) loop(epfd, wakefd int) {
 				_, _ = syscall.Read(wakefd, b[:])
 				continue
 			}
-			if f, ok := p.watches[id]; ok {
-				delete(p.watches, id)
-				gone = append(gone, f)
+			w, ok := p.watches[id]
+			if !ok || ev.Events&peerClosed == 0 && p.discardLocked(id, w) {
+				continue
 			}
+			delete(p.watches, id)
+			gone = append(gone, w.gone)
 		}
 		exit := len(p.watches) == 0
 		if exit {

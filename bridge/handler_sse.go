@@ -68,7 +68,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, c 
 		// A final refusal is a non-200 answer; a transient one (full or
 		// draining) keeps the browser's EventSource retrying.
 		_, st := h.streams.refusal(a)
-		out := newSSEOut(h, w)
+		out := newSSEOut(h, w, m.name)
 		(&sseStream{h: h, out: out}).finish(st, nil)
 		out.close()
 		h.logStreamEnd(r.Context(), r.RemoteAddr, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start})
@@ -77,7 +77,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, c 
 	// The stream's context ends it from outside the call, with the reason
 	// as its cause: the browser leaving, the drain, the maximum duration, a
 	// failed write. Every path cancels it, which ends the upstream call.
-	out := newSSEOut(h, w)
+	out := newSSEOut(h, w, m.name)
 	hijacked := r.ProtoMajor == 1 && !h.cfg.sseNoHijack && out.hijack()
 	base := r.Context()
 	if hijacked {
@@ -97,12 +97,8 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, c 
 	if d := h.cfg.maxStreamDuration; d > 0 {
 		stopExpiry = time.AfterFunc(h.cfg.streamLifetime(d), func() { cancel(errMaxDurationLimit) }).Stop
 	}
-	if hijacked {
-		out.unwatch = watchClose(out.conn, func() { cancel(errPeerGone) })
-	}
+	out.watch(func() { cancel(errPeerGone) })
 	out.startHeartbeat()
-	s.obs = h.cfg.metrics.StreamStarted(m.name, TransportSSE, lastID != "")
-	s.obs.MessageReceived(proto.Size(req))
 	// The call is opened (or the shared call joined) here, where the stack
 	// is deep already: a hijacked stream's own goroutine then grows only
 	// to what relaying takes, which is what it keeps while it is idle.
@@ -117,30 +113,47 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, c 
 		stream grpc.ClientStream
 		st     *status.Status
 	)
-	if share {
-		sub = m.shared.subscribe(h, m, key, req, sharedMD, lastID)
-	}
-	if sub == nil {
-		stream, st = openServerStream(metadata.NewOutgoingContext(callCtx, md), m, req)
-	}
+	func() {
+		// net/http would recover a panic here (in the program's Metrics, in
+		// the backend's NewStream) but leave the stream behind (its count,
+		// its call, a connection taken over): end it instead.
+		defer h.recoverStream(m.name, TransportSSE, func(p *status.Status) {
+			st = p
+			if s.obs == nil {
+				s.obs = noMetrics{}
+			}
+		})
+		s.obs = h.cfg.metrics.StreamStarted(m.name, TransportSSE, lastID != "")
+		s.obs.MessageReceived(proto.Size(req))
+		if share {
+			sub = m.shared.subscribe(h, m, key, req, sharedMD, lastID)
+		}
+		if sub == nil {
+			stream, st = openServerStream(metadata.NewOutgoingContext(callCtx, md), m, req)
+		}
+	}()
 	serve := func() {
+		defer h.recoverStream(m.name, TransportSSE, nil) // after the end: a Metrics or slog hook
 		defer h.streams.end(client)
 		defer cancel(errNotServed)
 		defer out.close()
 		defer stopDrain()
 		defer stopExpiry()
 		defer cancelCall()
-		switch {
-		case sub != nil:
-			st = func() *status.Status {
-				defer sub.leave() // the last to leave ends the shared call
-				return s.relay(ctx, sub.items)
-			}()
-		case st != nil:
-			st = s.end(ctx, st, nil)
-		default:
-			st = s.run(ctx, stream, m, nextSeq)
-		}
+		func() {
+			defer h.recoverStream(m.name, TransportSSE, func(p *status.Status) { st = s.end(ctx, p, nil) })
+			switch {
+			case sub != nil:
+				st = func() *status.Status {
+					defer sub.leave() // the last to leave ends the shared call
+					return s.relay(ctx, sub.items)
+				}()
+			case st != nil:
+				st = s.end(ctx, st, nil)
+			default:
+				st = s.run(ctx, stream, m, nextSeq)
+			}
+		}()
 		s.obs.StreamEnded(st.Code(), 0, s.slow)
 		h.logStreamEnd(ctx, peer, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start, messages: s.messages})
 	}
@@ -294,6 +307,8 @@ func (s *sseStream) end(ctx context.Context, st *status.Status, trailers metadat
 			return s.handOff("the bridge is shutting down")
 		case errors.Is(cause, errMaxDurationLimit):
 			return s.handOff("the stream reached its maximum duration")
+		case errors.Is(cause, errPanicked): // logged and counted by recoverStream
+			return status.New(codes.Internal, "internal error in the bridge")
 		case errors.As(cause, &werr):
 			s.slow = errors.Is(werr.err, os.ErrDeadlineExceeded)
 			return status.New(codes.Unavailable, werr.Error())

@@ -223,11 +223,15 @@ func (s *wsSession) serve() {
 	stopWatch := s.watch()
 	go func() {
 		defer close(s.readerDone)
+		defer s.h.recoverStream(s.m.name, TransportWebSocket, s.panicked)
 		s.read()
 	}()
 	select {
 	case stream := <-s.opened:
-		s.receive(stream)
+		func() {
+			defer s.h.recoverStream(s.m.name, TransportWebSocket, s.panicked)
+			s.receive(stream)
+		}()
 	case <-s.ended:
 	}
 	stopWatch()

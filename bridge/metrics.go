@@ -43,6 +43,16 @@ type StreamObserver interface {
 	StreamEnded(code codes.Code, closeCode int, slowClient bool)
 }
 
+// PanicMetrics is implemented by a [Metrics] that counts panics. It is
+// optional, so that a Metrics written before it still compiles: the
+// handler checks for it with a type assertion.
+type PanicMetrics interface {
+	// StreamPanicked counts one panic that the handler recovered from in a
+	// goroutine of a stream of method: that stream ended with INTERNAL (a
+	// WebSocket with close code 1011), the process went on.
+	StreamPanicked(method, transport string)
+}
+
 // WithMetrics sets the receiver of the handler's measurements. Defaults to
 // none.
 func WithMetrics(m Metrics) Option {

@@ -265,7 +265,11 @@ func (h *Handler) proxyStream(_ any, ss grpc.ServerStream) error {
 	}
 	c.admitted = true
 	c.obs = h.cfg.metrics.StreamStarted(m.name, TransportGRPC, false)
-	err := h.relay(ss, x, c)
+	// grpc-go recovers no panic in a stream handler.
+	err := func() (err error) {
+		defer h.recoverStream(m.name, TransportGRPC, func(st *status.Status) { err = st.Err() })
+		return h.relay(ss, x, c)
+	}()
 	c.st = statusFromError(err)
 	return err
 }
@@ -318,6 +322,7 @@ func (h *Handler) relay(ss grpc.ServerStream, x *grpcExchange, c *grpcCall) erro
 	x.wg.Add(1)
 	go func() {
 		defer x.wg.Done()
+		defer h.recoverStream(m.name, TransportGRPC, func(st *status.Status) { cancel(&callerError{err: st.Err()}) })
 		pumpRequests(ss, up, cancel, c.obs)
 	}()
 

@@ -364,6 +364,7 @@ func (c *sharedCall) receive(ctx context.Context, h *Handler, m *method, req pro
 	defer close(c.done)
 	defer c.cancel(nil)
 	defer context.AfterFunc(h.streams.drainCtx, func() { c.cancel(errDraining) })()
+	defer h.recoverStream(m.name, TransportSSE, func(st *status.Status) { c.end(&sseItem{kind: itemStatus, st: st}) })
 	final := func(st *status.Status, trailers metadata.MD) *sseItem {
 		if errors.Is(context.Cause(ctx), errDraining) {
 			return &sseItem{kind: itemHandOff}

@@ -1,12 +1,9 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -24,14 +21,11 @@ import (
 // goroutine of its own while it is quiet. The heartbeat is a timer, not a
 // goroutine either.
 //
-// Over HTTP/1.1 the response takes the connection over (Hijack) before its
-// first byte, so that net/http's goroutines and buffers for the connection
-// go away: an idle stream is then one goroutine in RecvMsg plus grpc-go's
-// own, and the connection's close is noticed by a shared poller
-// (watchClose). The body is delimited by the connection's close, which
-// HTTP/1.1 allows (RFC 9112 section 6.3) and EventSource expects anyway.
-// Over HTTP/2 the ResponseWriter is used as is: its handler goroutine is
-// the producer, and net/http has no per-stream reader to spare.
+// The bytes go to an sseWire: over HTTP/1.1 the connection taken over from
+// net/http (takeover.go), whose close a shared poller notices
+// (watchClose); over HTTP/2 the ResponseWriter as is, whose handler
+// goroutine is then the producer, since net/http has no per-stream reader
+// to spare there.
 
 // sseBatchBytes bounds the events pending while a write is on the wire:
 // the producer waits for the writer beyond it, which is how a slow browser
@@ -68,17 +62,12 @@ func (e writeError) Error() string { return "write to client: " + e.err.Error() 
 func (e writeError) Unwrap() error { return e.err }
 
 // sseOut is the write side of one SSE response. All of its fields are
-// guarded by mu; the ResponseWriter or the connection is used only by the
-// one writer that runs at a time (writing), or under mu before anything is
-// written.
+// guarded by mu; the wire is written only by the one writer that runs at a
+// time (writing), or under mu before anything is written.
 type sseOut struct {
-	h    *Handler
-	w    http.ResponseWriter // nil once hijacked
-	rc   *http.ResponseController
-	hdr  http.Header // the response's header fields
-	conn net.Conn    // the hijacked connection; nil: write through w
-	// unwatch stops watching conn for its close (watchClose).
-	unwatch func()
+	h      *Handler
+	method string // the stream's method, for a panic's log and metric
+	wire   sseWire
 	// fail ends the stream with a writeError after a failed write. Set
 	// before the first write.
 	fail context.CancelCauseFunc
@@ -98,30 +87,36 @@ type sseOut struct {
 	heartbeat *time.Timer
 }
 
-func newSSEOut(h *Handler, w http.ResponseWriter) *sseOut {
-	o := &sseOut{h: h, w: w, rc: http.NewResponseController(w), hdr: w.Header(), fail: func(error) {}, lastWrite: time.Now()}
+// newSSEOut returns the write side of a response of method through w.
+func newSSEOut(h *Handler, w http.ResponseWriter, method string) *sseOut {
+	o := &sseOut{
+		h:         h,
+		method:    method,
+		wire:      &responseWire{w: w, rc: http.NewResponseController(w)},
+		fail:      func(error) {},
+		lastWrite: time.Now(),
+	}
 	o.room.L = &o.mu
 	return o
 }
 
-// hijack takes the HTTP/1.1 connection over from net/http. It reports
-// false, and the stream goes on through w, when the ResponseWriter cannot
-// be hijacked.
+// hijack takes the HTTP/1.1 connection over from net/http (see takeover).
+// It reports false, and the stream goes on through the ResponseWriter,
+// when the ResponseWriter cannot be hijacked.
 func (o *sseOut) hijack() bool {
-	conn, brw, err := o.rc.Hijack()
-	if err != nil {
-		return false
+	t, ok := hijack(o.wire.(*responseWire).w)
+	if ok {
+		// The ResponseWriter holds net/http's buffers for the connection;
+		// with it gone, they go too.
+		o.wire = t
 	}
-	// The deadlines the server set for the request do not apply to the
-	// stream; each write sets its own.
-	_ = conn.SetDeadline(time.Time{})
-	_ = brw // a browser sends nothing more on an event stream's connection
-	o.conn = conn
-	// The ResponseWriter holds net/http's buffers for the connection; with
-	// it gone, they go too.
-	o.w, o.rc = nil, nil
-	return true
+	return ok
 }
+
+// watch calls gone, once and on another goroutine, when the browser
+// closes the connection: the poller's report for a connection taken over;
+// nothing otherwise, since net/http then ends the request's context.
+func (o *sseOut) watch(gone func()) { o.wire.watch(gone) }
 
 // startHeartbeat sends a comment when nothing was written for the
 // heartbeat interval: it keeps proxies from closing a quiet stream, and
@@ -158,17 +153,8 @@ func (o *sseOut) commitLocked() {
 		return
 	}
 	o.committed = true
-	hdr := o.hdr
-	hdr.Set(headerContentType, contentTypeEventStream)
-	hdr.Set(headerCacheControl, "no-cache")
-	hdr.Set(headerAccelBuffering, "no")
 	o.grow()
-	if o.conn != nil {
-		o.pending = appendResponseHead(o.pending, http.StatusOK, hdr)
-		o.hdr = nil // written: an idle stream need not keep it
-	} else {
-		o.w.WriteHeader(http.StatusOK)
-	}
+	o.pending = o.wire.commit(o.pending)
 	o.pending = appendRetry(o.pending, o.h.cfg.retryInterval)
 	o.pending = append(o.pending, '\n')
 }
@@ -284,32 +270,11 @@ func (o *sseOut) writeLoop() {
 }
 
 // write writes one batch and flushes it to the browser under the write
-// deadline.
-func (o *sseOut) write(b []byte) error {
-	deadline := time.Now().Add(o.h.cfg.writeTimeout)
-	if o.conn != nil {
-		// A deadline left set on a connection does no harm: the next write
-		// sets its own.
-		if err := o.conn.SetWriteDeadline(deadline); err != nil {
-			return err
-		}
-		_, err := o.conn.Write(b)
-		return err
-	}
-	if err := o.rc.SetWriteDeadline(deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return err
-	}
-	if _, err := o.w.Write(b); err != nil {
-		return err
-	}
-	if err := o.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return err
-	}
-	// Clear the deadline: over HTTP/2 a deadline left set resets the
-	// stream when it passes, even with no write pending, which would cut
-	// every stream quiet for longer than the write timeout.
-	_ = o.rc.SetWriteDeadline(time.Time{})
-	return nil
+// deadline. A panic in the wire (a listener's or a middleware's code) ends
+// the stream as a failed write whose cause is errPanicked, not the process.
+func (o *sseOut) write(b []byte) (err error) {
+	defer o.h.recoverStream(o.method, TransportSSE, func(*status.Status) { err = errPanicked })
+	return o.wire.write(b, time.Now().Add(o.h.cfg.writeTimeout))
 }
 
 // final appends the stream's last bytes with fn, under the lock, and
@@ -334,18 +299,13 @@ func (o *sseOut) final(fn func(o *sseOut)) {
 // which must not be committed: no byte of the response is written yet.
 func (o *sseOut) answerLocked(st *status.Status) {
 	o.committed = true
-	if o.conn == nil {
-		o.h.writeStatus(o.w, st)
-		return
-	}
-	resp := &bufferedResponse{hdr: o.hdr}
-	o.h.writeStatus(resp, st)
-	o.pending = resp.appendTo(o.pending)
+	o.pending = o.wire.answer(o.pending, func(w http.ResponseWriter) { o.h.writeStatus(w, st) })
 }
 
 // close writes what is left, on the calling goroutine, and ends the
-// response: it waits for a running writer, then closes a hijacked
-// connection. The stream may not be used afterwards.
+// response: it waits for a running writer, then closes the wire (a
+// connection taken over gets its lingering close). The stream may not be
+// used afterwards.
 func (o *sseOut) close() {
 	o.mu.Lock()
 	o.closed = true
@@ -357,60 +317,5 @@ func (o *sseOut) close() {
 	}
 	o.mu.Unlock()
 	o.flush()
-	if o.conn != nil {
-		if o.unwatch != nil {
-			o.unwatch() // before the close frees the descriptor for reuse
-		}
-		// Half-close first, so that the browser reads the last events
-		// rather than a reset.
-		if cw, ok := o.conn.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		}
-		_ = o.conn.Close()
-	}
-}
-
-// appendResponseHead appends an HTTP/1.1 response's status line and
-// header fields for a hijacked connection: the response ends when the
-// connection closes.
-func appendResponseHead(dst []byte, code int, hdr http.Header) []byte {
-	hdr.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	hdr.Set("Connection", "close")
-	dst = append(dst, "HTTP/1.1 "...)
-	dst = strconv.AppendInt(dst, int64(code), 10)
-	dst = append(dst, ' ')
-	dst = append(dst, http.StatusText(code)...)
-	dst = append(dst, "\r\n"...)
-	buf := bytes.NewBuffer(dst)
-	_ = hdr.Write(buf) // sorted, with line breaks in values replaced
-	return append(buf.Bytes(), "\r\n"...)
-}
-
-// bufferedResponse is an http.ResponseWriter that keeps the response, for
-// writing it as bytes to a hijacked connection.
-type bufferedResponse struct {
-	hdr  http.Header
-	code int
-	body []byte
-}
-
-func (b *bufferedResponse) Header() http.Header { return b.hdr }
-
-func (b *bufferedResponse) WriteHeader(code int) {
-	if b.code == 0 {
-		b.code = code
-	}
-}
-
-func (b *bufferedResponse) Write(p []byte) (int, error) {
-	b.WriteHeader(http.StatusOK)
-	b.body = append(b.body, p...)
-	return len(p), nil
-}
-
-// appendTo appends the whole response, with its Content-Length.
-func (b *bufferedResponse) appendTo(dst []byte) []byte {
-	b.hdr.Set("Content-Length", strconv.Itoa(len(b.body)))
-	dst = appendResponseHead(dst, b.code, b.hdr)
-	return append(dst, b.body...)
+	o.wire.close()
 }

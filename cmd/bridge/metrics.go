@@ -24,9 +24,13 @@ type promMetrics struct {
 	resumes      *prometheus.CounterVec
 	slowDrops    *prometheus.CounterVec
 	wsCloses     *prometheus.CounterVec
+	panics       *prometheus.CounterVec
 }
 
-var _ bridge.Metrics = (*promMetrics)(nil)
+var (
+	_ bridge.Metrics      = (*promMetrics)(nil)
+	_ bridge.PanicMetrics = (*promMetrics)(nil)
+)
 
 // newPromMetrics registers the bridge's metrics, named namespace_*, on reg.
 func newPromMetrics(reg prometheus.Registerer, namespace string) *promMetrics {
@@ -52,8 +56,10 @@ func newPromMetrics(reg prometheus.Registerer, namespace string) *promMetrics {
 			Help: "Streams ended because the client did not take data within the write timeout."}, byStream),
 		wsCloses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "websocket_close_codes_total",
 			Help: "WebSocket close codes sent by the bridge."}, []string{"method", "code"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "panics_total",
+			Help: "Panics recovered in a stream's goroutines; each ended that stream with INTERNAL."}, byStream),
 	}
-	reg.MustRegister(m.active, m.started, m.finished, m.messages, m.bytes, m.firstMessage, m.duration, m.resumes, m.slowDrops, m.wsCloses)
+	reg.MustRegister(m.active, m.started, m.finished, m.messages, m.bytes, m.firstMessage, m.duration, m.resumes, m.slowDrops, m.wsCloses, m.panics)
 	return m
 }
 
@@ -76,6 +82,11 @@ func (m *promMetrics) StreamStarted(method, transport string, resumed bool) brid
 		recv:      m.messages.WithLabelValues(method, transport, "from_client"),
 		recvBytes: m.bytes.WithLabelValues(method, transport, "from_client"),
 	}
+}
+
+// StreamPanicked implements [bridge.PanicMetrics].
+func (m *promMetrics) StreamPanicked(method, transport string) {
+	m.panics.WithLabelValues(method, transport).Inc()
 }
 
 // promStream observes one stream. firstSent is touched only by the writer.
