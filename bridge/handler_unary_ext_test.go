@@ -103,15 +103,22 @@ func (m *unaryMetrics) StreamStarted(method, transport string, _ bool) bridge.St
 	return &unaryObserver{m: m, end: unaryCallEnd{method: method, transport: transport}}
 }
 
-// last returns the latest call that ended, failing when none did.
-func (m *unaryMetrics) last(t *testing.T) unaryCallEnd {
+// nth waits for the nth call (from 1) to end and returns it. The bridge
+// reports the end after the answer is written, so the client may have it
+// first.
+func (m *unaryMetrics) nth(t *testing.T, n int) unaryCallEnd {
 	t.Helper()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.ended) == 0 {
-		t.Fatal("no call ended")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		m.mu.Lock()
+		if len(m.ended) >= n {
+			defer m.mu.Unlock()
+			return m.ended[n-1]
+		}
+		m.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("call %d did not end", n)
+		}
 	}
-	return m.ended[len(m.ended)-1]
 }
 
 type unaryObserver struct {
@@ -167,7 +174,7 @@ func TestUnaryPOSTAnswersJSON(t *testing.T) {
 	if v := resp.Header.Values("Vary"); !strings.Contains(strings.Join(v, ","), "Accept") {
 		t.Errorf("Vary %q, want Accept: the URL answers SSE too", v)
 	}
-	if end := env.metrics.last(t); end != (unaryCallEnd{method: "bridgetest.v1.RestService/Touch", transport: bridge.TransportUnary, code: codes.OK, received: 1, sent: 1}) {
+	if end := env.metrics.nth(t, 1); end != (unaryCallEnd{method: "bridgetest.v1.RestService/Touch", transport: bridge.TransportUnary, code: codes.OK, received: 1, sent: 1}) {
 		t.Errorf("metrics %+v", end)
 	}
 	// The answer is protojson's, which writes 64-bit integers as strings.
@@ -207,29 +214,33 @@ func TestUnaryGETWhereSafe(t *testing.T) {
 func TestUnaryGETRefusedWithSideEffects(t *testing.T) {
 	t.Parallel()
 	env := newUnaryEnv(t, bridge.WithAllowedOrigins("https://app.example"))
-	for _, tc := range []struct {
-		name, path string
-		header     http.Header
-	}{
-		{"plain unary", "/bridgetest.v1.RestService/Touch?name=x", nil},
-		{"plain unary asked for events", "/bridgetest.v1.RestService/Touch?name=x", http.Header{"Accept": {"text/event-stream"}}},
-		{"unary with a post rule only", "/demo.v1.ChatService/Post?room=r&text=hi", nil},
-		{"allowed origin", "/bridgetest.v1.RestService/Touch?name=x", http.Header{"Origin": {"https://app.example"}}},
-		{"no Origin, same-origin Fetch Metadata", "/bridgetest.v1.RestService/Touch?name=x", http.Header{"Sec-Fetch-Site": {"same-origin"}}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			resp := env.do(t, http.MethodGet, tc.path, tc.header, "")
-			st := errorBody(t, resp, http.StatusMethodNotAllowed)
-			if resp.Header.Get("Allow") != "POST" {
-				t.Errorf("Allow %q, want POST", resp.Header.Get("Allow"))
-			}
-			name := strings.TrimPrefix(tc.path[:strings.IndexByte(tc.path, '?')], "/")
-			if st.Code != codes.Unimplemented || !strings.HasPrefix(st.Message, name+" may have side effects") || !strings.Contains(st.Message, "POST") {
-				t.Fatalf("status %+v, want one that names %s and says to POST", st, name)
-			}
-		})
-	}
+	// In a group, so that the parallel subtests end before the count of
+	// backend calls is read.
+	t.Run("GET", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, path string
+			header     http.Header
+		}{
+			{"plain unary", "/bridgetest.v1.RestService/Touch?name=x", nil},
+			{"plain unary asked for events", "/bridgetest.v1.RestService/Touch?name=x", http.Header{"Accept": {"text/event-stream"}}},
+			{"unary with a post rule only", "/demo.v1.ChatService/Post?room=r&text=hi", nil},
+			{"allowed origin", "/bridgetest.v1.RestService/Touch?name=x", http.Header{"Origin": {"https://app.example"}}},
+			{"no Origin, same-origin Fetch Metadata", "/bridgetest.v1.RestService/Touch?name=x", http.Header{"Sec-Fetch-Site": {"same-origin"}}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				resp := env.do(t, http.MethodGet, tc.path, tc.header, "")
+				st := errorBody(t, resp, http.StatusMethodNotAllowed)
+				if resp.Header.Get("Allow") != "POST" {
+					t.Errorf("Allow %q, want POST", resp.Header.Get("Allow"))
+				}
+				name := strings.TrimPrefix(tc.path[:strings.IndexByte(tc.path, '?')], "/")
+				if st.Code != codes.Unimplemented || !strings.HasPrefix(st.Message, name+" may have side effects") || !strings.Contains(st.Message, "POST") {
+					t.Fatalf("status %+v, want one that names %s and says to POST", st, name)
+				}
+			})
+		}
+	})
 	if n := env.rest.Calls(); n != 0 {
 		t.Fatalf("the backend saw %d calls, want none", n)
 	}
