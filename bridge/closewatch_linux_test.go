@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -62,6 +64,45 @@ func TestWatchClose(t *testing.T) {
 		})
 	}
 	// With nothing watched, the poller's goroutine has exited.
+	waitPollerIdle(t)
+}
+
+// TestWatchCloseDiscardsPeerBytes checks that bytes from the peer (a
+// stray CRLF, a pipelined request) are not a close, and are read and
+// discarded: a close with unread bytes would be a reset, which makes the
+// peer drop what it has not read yet.
+func TestWatchCloseDiscardsPeerBytes(t *testing.T) {
+	for name, watch := range map[string]func(net.Conn, func()) func(){
+		"shared poller": watchClose,
+		"reading":       watchCloseByReading,
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, c := tcpPair(t)
+			gone := make(chan struct{})
+			stop := watch(s, func() { close(gone) })
+			if _, err := c.Write([]byte("\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-gone:
+				t.Fatal("bytes from the peer were reported as its close")
+			case <-time.After(100 * time.Millisecond):
+			}
+			stop()
+			_ = s.Close()
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+				t.Fatalf("the peer read %v after the close, want EOF: its bytes were left unread", err)
+			}
+		})
+	}
+	waitPollerIdle(t)
+}
+
+// waitPollerIdle waits for the poller's goroutine to exit, as it does when
+// nothing is watched.
+func waitPollerIdle(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		poller.mu.Lock()

@@ -45,8 +45,13 @@
 // goroutine of the stream's own receives the call, so that net/http's
 // goroutine and buffers for the connection go away; on Linux one goroutine,
 // shared by every taken-over connection and running only while there are
-// any, notices with epoll when a browser closes its connection. The
-// receiving goroutine appends each event to a bounded pending buffer; a
+// any, notices with epoll when a browser closes its connection, and reads
+// and discards what a client sends after its request (a stray CRLF, a
+// pipelined request); the stream ends with a lingering close (a
+// half-close, then reading until the client closes, for at most net/http's
+// 500 ms), so that the close is never a reset that loses the stream's last
+// events.
+// The receiving goroutine appends each event to a bounded pending buffer; a
 // writer goroutine, started only when there is something to write and none
 // is running, writes everything pending in one write and exits when nothing
 // is, so a quiet stream has no writer. The receiver waits for the writer
@@ -71,4 +76,14 @@
 // only one that receives from the caller and sends to the backend. Each
 // moves one message at a time. The HTTP handler returns only after both
 // have ended.
+//
+// A panic in any of these goroutines (in the backend's
+// [google.golang.org/grpc.ClientConnInterface], a [Metrics], a logger, a
+// listener's connection) ends only its stream, with INTERNAL: an SSE error
+// event (a 500 answer before the stream is committed), a WebSocket status
+// frame and close code 1011, a native gRPC status. It is logged at Error
+// with its stack and counted by a [Metrics] that implements
+// [PanicMetrics]. net/http recovers a panic in a handler goroutine, but
+// would leave the stream behind, and none in the goroutines a stream
+// starts; grpc-go recovers none.
 package bridge

@@ -85,9 +85,11 @@ func registerReflection(s *grpc.Server, h *Handler, drained context.Context) {
 	opts := reflection.ServerOptions{Services: r, DescriptorResolver: r, ExtensionResolver: r}
 	reflectionv1.RegisterServerReflectionServer(s, &drainingReflection[reflectionv1.ServerReflectionRequest, reflectionv1.ServerReflectionResponse]{
 		inner: reflection.NewServerV1(opts), drained: drained,
+		h: h, method: reflectionv1.ServerReflection_ServerReflectionInfo_FullMethodName[1:],
 	})
 	reflectionv1alpha.RegisterServerReflectionServer(s, &drainingReflection[reflectionv1alpha.ServerReflectionRequest, reflectionv1alpha.ServerReflectionResponse]{
 		inner: reflection.NewServer(opts), drained: drained,
+		h: h, method: reflectionv1alpha.ServerReflection_ServerReflectionInfo_FullMethodName[1:],
 	})
 }
 
@@ -503,6 +505,8 @@ type drainingReflection[Req, Resp any] struct {
 		ServerReflectionInfo(grpc.BidiStreamingServer[Req, Resp]) error
 	}
 	drained context.Context //nolint:containedctx // a signal, not a call's context
+	h       *Handler
+	method  string // for a panic's log and metric (recoverStream)
 }
 
 func (d *drainingReflection[Req, Resp]) ServerReflectionInfo(stream grpc.BidiStreamingServer[Req, Resp]) error {
@@ -526,6 +530,7 @@ func (d *drainingReflection[Req, Resp]) ServerReflectionInfo(stream grpc.BidiStr
 	x.wg.Add(1)
 	go func() {
 		defer x.wg.Done()
+		defer d.h.recoverStream(d.method, TransportGRPC, func(st *status.Status) { done <- st.Err() })
 		done <- d.inner.ServerReflectionInfo(hs)
 	}()
 	for {

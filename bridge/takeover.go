@@ -105,10 +105,12 @@ func (r *responseWire) close() {}
 //     so it costs an idle stream no goroutine. What net/http's reader had
 //     buffered already (the hijack's bufio.Reader) was read off the socket
 //     and is simply let go.
-//   - It closes with a lingering close, as net/http's closeWriteAndWait
-//     does: a half-close (FIN) first, then it reads and discards until
-//     the client closes its side or lingerTimeout passes, and only then
-//     closes the socket.
+//   - It closes with a lingering close: a half-close (FIN) first, then it
+//     reads and discards until the client closes its side or
+//     lingerTimeout passes, and only then closes the socket. net/http's
+//     closeWriteAndWait half-closes and sleeps as long; reading instead
+//     (RFC 9112 section 9.6: read until the client's close) ends the wait
+//     as soon as the client has closed, which a browser does at once.
 
 // lingerTimeout bounds the lingering close: net/http's rstAvoidanceDelay.
 const lingerTimeout = 500 * time.Millisecond

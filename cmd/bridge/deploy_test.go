@@ -314,6 +314,7 @@ func TestMetricsDocCoversEveryMetric(t *testing.T) {
 	obs.MessageSent(10)
 	obs.MessageReceived(10)
 	obs.StreamEnded(codes.Unavailable, 1001, true)
+	m.StreamPanicked("demo.v1.EchoService/Echo", "websocket")
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
