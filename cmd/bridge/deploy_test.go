@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -338,6 +339,110 @@ func TestMetricsDocCoversEveryMetric(t *testing.T) {
 		for _, lp := range mf.GetMetric()[0].GetLabel() {
 			if !strings.Contains(doc, "`"+lp.GetName()+"`") {
 				t.Errorf("%s: label `%s` of %s is not documented", metricsDoc, lp.GetName(), name)
+			}
+		}
+	}
+}
+
+// ingressNginx is the annotation prefix of ingress-nginx.
+const ingressNginx = "nginx.ingress.kubernetes.io/"
+
+// nginxSize reads an nginx size ("8m", "512k", "1g", "1024") in bytes.
+func nginxSize(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "k"), strings.HasSuffix(s, "K"):
+		mult = 1 << 10
+	case strings.HasSuffix(s, "m"), strings.HasSuffix(s, "M"):
+		mult = 1 << 20
+	case strings.HasSuffix(s, "g"), strings.HasSuffix(s, "G"):
+		mult = 1 << 30
+	}
+	n, err := strconv.ParseInt(strings.TrimRight(s, "kKmMgG"), 10, 64)
+	return n * mult, err
+}
+
+// TestIngress holds ingress.yaml to what docs/deploy.md says an ingress
+// needs for SSE and WebSockets, and to the Service and config it fronts.
+func TestIngress(t *testing.T) {
+	t.Parallel()
+	var ing, svc map[string]any
+	for _, m := range readManifests(t) {
+		switch m.kind() {
+		case "Ingress":
+			ing = m.doc
+		case "Service":
+			svc = m.doc
+		}
+	}
+	if ing == nil || svc == nil {
+		t.Fatalf("want an Ingress and a Service in %s", kubernetesDir)
+	}
+	cfg := loadExample(t, exampleConfig)
+	annotations, _ := dig(t, ing, "metadata", "annotations").(map[string]any)
+	annotation := func(name string) string {
+		v, ok := annotations[ingressNginx+name].(string)
+		if !ok {
+			t.Errorf("ingress.yaml: no %s%s annotation (a string)", ingressNginx, name)
+		}
+		return v
+	}
+	for name, want := range map[string]string{
+		"proxy-buffering":         "off", // SSE events pass as they come
+		"proxy-request-buffering": "off",
+		"proxy-http-version":      "1.1", // WebSocket upgrades
+		"backend-protocol":        "HTTP",
+	} {
+		if got := annotation(name); got != want {
+			t.Errorf("ingress.yaml: %s %q, want %q", name, got, want)
+		}
+	}
+	// Idle timeouts above every keep-alive of the bridge and the longest
+	// stream, so that the ingress never cuts a stream the bridge keeps.
+	for _, name := range []string{"proxy-read-timeout", "proxy-send-timeout"} {
+		secs, err := strconv.Atoi(annotation(name))
+		timeout := time.Duration(secs) * time.Second
+		if err != nil || timeout <= cfg.HeartbeatInterval || timeout <= cfg.PingInterval+cfg.PongTimeout || timeout <= cfg.MaxStreamDuration {
+			t.Errorf("ingress.yaml: %s %v (%v), want above heartbeat %v, ping_interval+pong_timeout %v and max_stream_duration %v",
+				name, timeout, err, cfg.HeartbeatInterval, cfg.PingInterval+cfg.PongTimeout, cfg.MaxStreamDuration)
+		}
+	}
+	// Bodies a little over the bridge's limit reach it, for its own error.
+	if size, err := nginxSize(annotation("proxy-body-size")); err != nil || size <= cfg.ReadMaxBytes {
+		t.Errorf("ingress.yaml: proxy-body-size %d (%v), want above read_max_bytes %d", size, err, cfg.ReadMaxBytes)
+	}
+	if class := dig(t, ing, "spec", "ingressClassName"); class != "nginx" {
+		t.Errorf("ingress.yaml: ingressClassName %v, want nginx", class)
+	}
+	tls := dig(t, ing, "spec", "tls", 0)
+	if secret, _ := dig(t, tls, "secretName").(string); secret == "" || len(dig(t, tls, "hosts").([]any)) == 0 {
+		t.Errorf("ingress.yaml: tls %v, want hosts and a secretName", tls)
+	}
+
+	// Every rule routes every path to the Service's public port, by the
+	// name service.yaml gives it.
+	svcName := dig(t, svc, "metadata", "name")
+	publicPorts := make(map[string]bool)
+	for i := range dig(t, svc, "spec", "ports").([]any) {
+		port := dig(t, svc, "spec", "ports", i)
+		if target := fmt.Sprint(dig(t, port, "targetPort")); target != "admin" && ":"+target != cfg.AdminAddr {
+			publicPorts[fmt.Sprint(dig(t, port, "name"))] = true
+		}
+	}
+	rules := dig(t, ing, "spec", "rules").([]any)
+	if len(rules) == 0 {
+		t.Fatal("ingress.yaml: no rules")
+	}
+	for i := range rules {
+		paths := dig(t, rules[i], "http", "paths").([]any)
+		if len(paths) != 1 || dig(t, paths[0], "path") != "/" || dig(t, paths[0], "pathType") != "Prefix" {
+			t.Errorf("ingress.yaml rule %d: paths %v, want one: / as Prefix (methods are /package.Service/Method)", i, paths)
+		}
+		for j := range paths {
+			backend := dig(t, paths[j], "backend", "service")
+			port, _ := dig(t, backend, "port", "name").(string)
+			if dig(t, backend, "name") != svcName || !publicPorts[port] {
+				t.Errorf("ingress.yaml rule %d path %d: backend %v, want Service %v by the name of a public port (%v)", i, j, backend, svcName, publicPorts)
 			}
 		}
 	}

@@ -116,6 +116,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ls listeners) err
 		}
 	}()
 	ready := &readiness{log: log}
+	registry.MustRegister(healthCollectors(cfg.MetricsNamespace, ready, cfg.MaxStreams)...)
 	if len(cfg.RequestHeaders) > 0 {
 		opts = append(opts, bridge.WithRequestHeaders(cfg.RequestHeaders...))
 	}
