@@ -37,7 +37,7 @@ func TestDrainSIGTERMResumesElsewhere(t *testing.T) {
 	be.start()
 	bin := buildBinary(t, "./cmd/bridge")
 	args := func(addr string) []string {
-		return []string{"-addr", addr, "-backend", be.addr, "-expose", "demo.v1.*", "-retry", "100ms",
+		return []string{"-addr", addr, "-backend", be.addr, "-descriptors", "builtin", "-expose", "demo.v1.*", "-retry", "100ms",
 			"-drain-timeout", drainTimeout.String(), "-log-level", "warn"}
 	}
 	addrA, addrB := freeAddr(t), freeAddr(t)

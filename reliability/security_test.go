@@ -152,7 +152,7 @@ func TestIdleConnectionFlood(t *testing.T) {
 	be := newBackend(t)
 	be.start()
 	addr := freeAddr(t)
-	startProc(t, addr, buildBinary(t, "./cmd/bridge"), "-addr", addr, "-backend", be.addr, "-expose", "demo.v1.*", "-log-level", "error")
+	startProc(t, addr, buildBinary(t, "./cmd/bridge"), "-addr", addr, "-backend", be.addr, "-descriptors", "builtin", "-expose", "demo.v1.*", "-log-level", "error")
 	const idle = 1000
 	conns := make([]io.Closer, 0, idle)
 	defer func() {

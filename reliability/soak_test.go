@@ -41,7 +41,7 @@ func TestSoak(t *testing.T) {
 	be := newBackend(t)
 	be.start()
 	addr := freeAddr(t)
-	bridgeProc := startProc(t, addr, buildBinary(t, "./cmd/bridge"), "-addr", addr, "-backend", be.addr,
+	bridgeProc := startProc(t, addr, buildBinary(t, "./cmd/bridge"), "-addr", addr, "-backend", be.addr, "-descriptors", "builtin",
 		"-expose", "demo.v1.*", "-log-level", "warn", "-drain-timeout", "5s")
 	base := "http://" + addr
 	metricsClient := newHTTPClient(t)

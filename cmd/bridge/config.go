@@ -25,6 +25,7 @@ type Config struct {
 	Demo              bool                    `yaml:"demo"`
 	Backends          []BackendConfig         `yaml:"backends"`
 	Descriptors       string                  `yaml:"descriptors"`
+	Reflection        bool                    `yaml:"reflection"`
 	Expose            []string                `yaml:"expose"`
 	AllowOrigins      []string                `yaml:"allow_origins"`
 	CORSCredentials   bool                    `yaml:"cors_credentials"`
@@ -67,10 +68,11 @@ type BackendConfig struct {
 	// Services are patterns of the services this backend serves (pkg.*,
 	// pkg.Service). Empty: every exposed service no other backend claims.
 	Services []string `yaml:"services"`
-	// Reflection loads this backend's schema with gRPC server reflection
-	// (v1, falling back to v1alpha), refreshed every schema_refresh and on
-	// SIGHUP.
-	Reflection bool `yaml:"reflection"`
+	// Reflection says whether this backend's schema is loaded with gRPC
+	// server reflection (v1, falling back to v1alpha), refreshed every
+	// schema_refresh and on SIGHUP. Unset (nil): as the top-level
+	// reflection says, which is yes unless descriptors is given.
+	Reflection *bool `yaml:"reflection"`
 	// TLS connects to the backend over TLS; without it, cleartext HTTP/2.
 	TLS *BackendTLS `yaml:"tls"`
 }
@@ -102,6 +104,7 @@ type MethodConfig struct {
 func defaultConfig() Config {
 	return Config{
 		Addr:              ":8080",
+		Reflection:        true,
 		H2C:               true,
 		HeartbeatInterval: 15 * time.Second,
 		RetryInterval:     2 * time.Second,
@@ -173,7 +176,8 @@ func parseFlags(args []string) (*Config, error) {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "", "serve native gRPC on this cleartext HTTP/2 (h2c) listener `host:port` only, and refuse it on -addr; default: native gRPC on -addr")
 	fs.BoolVar(&c.Demo, "demo", false, "run the demo services in-process, expose them and serve the demo page at /")
 	fs.Var((*backendFlag)(&c.Backends), "backend", "gRPC `target` (host:port, dns:///name:port, xds:///name) for every exposed service, or pattern=target for the services matching pattern (repeatable)")
-	fs.StringVar(&c.Descriptors, "descriptors", "", "binary FileDescriptorSet `file` (buf build -o) holding the exposed services; default: the compiled-in descriptors")
+	fs.StringVar(&c.Descriptors, "descriptors", "", "binary FileDescriptorSet `file` (buf build -o) holding the exposed services, polled for changes and re-read on SIGHUP; \"builtin\": the descriptors compiled into the bridge; default: each backend's server reflection")
+	fs.BoolVar(&c.Reflection, "reflection", c.Reflection, "without -descriptors, load the schema from each backend's server reflection (a backend's reflection: false in the config file opts it out); -reflection=false: never, and start-up needs -descriptors")
 	fs.Var((*listFlag)(&c.Expose), "expose", "expose the methods matching `pattern`: pkg.*, pkg.Service or pkg.Service/Method (repeatable; nothing is reachable without it, except with -demo)")
 	fs.Var((*listFlag)(&c.AllowOrigins), "allow-origin", "let pages from this `origin` (https://app.example.com, or * without credentials) use the bridge: SSE, unary JSON, WebSockets and CORS (repeatable; default: same origin only)")
 	fs.BoolVar(&c.CORSCredentials, "cors-credentials", false, "answer Access-Control-Allow-Credentials: true to the -allow-origin origins (never to those only * admits), so their pages may read SSE streams with cookies or HTTP authentication")
@@ -201,7 +205,7 @@ func parseFlags(args []string) (*Config, error) {
 	fs.BoolVar(&c.OTLPInsecure, "otlp-insecure", false, "connect to the OTLP endpoint without TLS")
 	fs.StringVar(&c.ServiceName, "service-name", c.ServiceName, "service.name of the exported spans")
 	fs.StringVar(&c.MetricsNamespace, "metrics-namespace", c.MetricsNamespace, "prefix of the Prometheus metric names")
-	fs.DurationVar(&c.SchemaRefresh, "schema-refresh", c.SchemaRefresh, "how often to reload schemas from server reflection (backends with reflection: true)")
+	fs.DurationVar(&c.SchemaRefresh, "schema-refresh", c.SchemaRefresh, "how often to reload the schema from the backends' server reflection, when it comes from there")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -274,9 +278,6 @@ func (c *Config) validate() error {
 		if t := b.TLS; t != nil && (t.Cert == "") != (t.Key == "") {
 			errs = append(errs, fmt.Errorf("backends[%d].tls: cert and key go together", i))
 		}
-		if b.Reflection && c.Descriptors != "" {
-			errs = append(errs, fmt.Errorf("backends[%d]: reflection and -descriptors are two schema sources; pick one", i))
-		}
 		if len(b.Services) == 0 {
 			defaults++
 		}
@@ -284,6 +285,7 @@ func (c *Config) validate() error {
 	if defaults > 1 {
 		errs = append(errs, errors.New("more than one default backend: give the others the services they serve (pattern=target)"))
 	}
+	errs = append(errs, c.validateSchema()...)
 	for _, d := range []struct {
 		name string
 		v    time.Duration

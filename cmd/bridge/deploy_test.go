@@ -54,7 +54,7 @@ func TestDeployExampleConfig(t *testing.T) {
 		t.Fatalf("backends: %+v, want 2", cfg.Backends)
 	}
 	def, tlsBackend := cfg.Backends[0], cfg.Backends[1]
-	if def.Name == "" || !strings.HasPrefix(def.Target, "dns:///") || !def.Reflection || len(def.Services) != 0 || def.TLS != nil {
+	if def.Name == "" || !strings.HasPrefix(def.Target, "dns:///") || def.Reflection == nil || !*def.Reflection || len(def.Services) != 0 || def.TLS != nil {
 		t.Errorf("default backend: %+v", def)
 	}
 	if tlsBackend.Name == "" || !strings.HasPrefix(tlsBackend.Target, "dns:///") || len(tlsBackend.Services) == 0 {

@@ -66,11 +66,15 @@ func reflectionConfig(t *testing.T, target string) string {
 	return path
 }
 
+// TestReflectionStartup is the README's standalone backend: cmd/demo's
+// server, with reflection, bridged with flags only. The demo services are
+// compiled into the bridge too, so the test checks that their schema came
+// by reflection rather than from the compiled-in copy.
 func TestReflectionStartup(t *testing.T) {
 	t.Parallel()
 	// demo.NewServer registers server reflection, v1 and v1alpha.
 	addr := serveGRPC(t, demo.NewServer())
-	cfg, err := parseFlags([]string{"-config", reflectionConfig(t, addr), "-expose", "demo.v1.*"})
+	cfg, err := parseFlags([]string{"-backend", addr, "-expose", "demo.v1.*"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +90,95 @@ func TestReflectionStartup(t *testing.T) {
 	}
 }
 
+// TestReflectionByDefault bridges a backend whose services are compiled
+// into no program (dyn.v1), with no config file and no -descriptors: only
+// its server reflection can describe them.
+func TestReflectionByDefault(t *testing.T) {
+	t.Parallel()
+	addr, _ := newReleasingBackend(t)
+	cfg, err := parseFlags([]string{"-backend", addr, "-expose", "dyn.v1.*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := startBridge(t, cfg)
+	// Ids 10, 20: dyn.v1.Clock's cursor option came with the schema.
+	code, body := get(t, base+"/v1/clock:ticks?count=2")
+	if ids, ended := tickIDs(t, body); code != 200 || ids != "10,20" || !ended {
+		t.Fatalf("dyn.v1.Clock: %d, ids %q, ended %v:\n%s", code, ids, ended, body)
+	}
+}
+
+// configWithBackends writes a config file with the backends given as YAML
+// list items, and returns its path.
+func configWithBackends(t *testing.T, items ...string) string {
+	t.Helper()
+	return writeConfig(t, "backends:\n"+strings.Join(items, ""))
+}
+
+func TestSchemaSourceSettings(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		want  schemaSource
+		asked []int  // the backends asked by reflection
+		err   string // "": parseFlags succeeds
+	}{
+		{name: "default: every backend by reflection", args: []string{"-backend", "x:1", "-backend", "b.*=y:1", "-expose", "a.*"}, want: schemaReflection, asked: []int{0, 1}},
+		{name: "demo", args: []string{"-demo"}, want: schemaCompiledIn},
+		{name: "demo without reflection", args: []string{"-demo", "-reflection=false"}, want: schemaCompiledIn},
+		{name: "descriptor file", args: []string{"-backend", "x:1", "-expose", "a.*", "-descriptors", "s.binpb"}, want: schemaFile},
+		{name: "builtin", args: []string{"-backend", "x:1", "-expose", "a.*", "-descriptors", "builtin"}, want: schemaCompiledIn},
+		{name: "reflection off, builtin", args: []string{"-backend", "x:1", "-expose", "a.*", "-reflection=false", "-descriptors", "builtin"}, want: schemaCompiledIn},
+		{name: "reflection off, file", args: []string{"-backend", "x:1", "-expose", "a.*", "-reflection=false", "-descriptors", "s.binpb"}, want: schemaFile},
+		{
+			name: "one backend opted out",
+			args: []string{"-expose", "a.*", "-config", configWithBackends(t, "  - target: x:1\n", "  - target: y:1\n    services: [b.*]\n    reflection: false\n")},
+			want: schemaReflection, asked: []int{0},
+		},
+		{
+			name: "reflection off, one backend asked",
+			args: []string{"-expose", "a.*", "-reflection=false", "-config", configWithBackends(t, "  - target: x:1\n    reflection: true\n")},
+			err:  "backends[0]: reflection: true, but -reflection=false turns server reflection off",
+		},
+		{
+			name: "reflection off, no descriptors",
+			args: []string{"-backend", "x:1", "-expose", "a.*", "-reflection=false"},
+			err:  "-reflection=false and no -descriptors: nothing describes the backends' services; give -descriptors file.binpb (buf build -o), or -descriptors builtin",
+		},
+		{
+			name: "every backend opted out",
+			args: []string{"-expose", "a.*", "-config", configWithBackends(t, "  - target: x:1\n    reflection: false\n")},
+			err:  "every backend has reflection: false and no -descriptors was given",
+		},
+		{
+			name: "reflection: true and a descriptor file",
+			args: []string{"-expose", "a.*", "-descriptors", "s.binpb", "-config", configWithBackends(t, "  - target: x:1\n    reflection: true\n")},
+			err:  "backends[0]: reflection and -descriptors are two schema sources; pick one",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := parseFlags(tc.args)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("parseFlags = %v, want an error containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := schemaSourceOf(cfg); got != tc.want {
+				t.Errorf("schema source %v, want %v", got, tc.want)
+			}
+			if got := reflecting(cfg); !slices.Equal(got, tc.asked) {
+				t.Errorf("backends asked by reflection %v, want %v", got, tc.asked)
+			}
+		})
+	}
+}
+
 // serveErr runs serve with cfg and returns its error, which it must return
 // at once: a start-up failure.
 func serveErr(t *testing.T, cfg *Config) error {
@@ -94,7 +187,7 @@ func serveErr(t *testing.T, cfg *Config) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), schemaTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), schemaTimeout+reflectionTimeout)
 	defer cancel()
 	return serve(ctx, cfg, slog.New(slog.DiscardHandler), listeners{public: lis})
 }
@@ -110,14 +203,19 @@ func TestStartupWithoutSchemaSource(t *testing.T) {
 		want []string
 	}{
 		{
-			name: "no reflection, no descriptors, service not compiled in",
-			args: []string{"-backend", addr, "-expose", "dyn.v1.*"},
-			want: []string{`expose pattern "dyn.v1.*" matches no method of the schema`, "the backend has no reflection: true and no -descriptors was given"},
+			name: "a backend without reflection, no descriptors",
+			args: []string{"-backend", addr, "-expose", "demo.v1.*"},
+			want: []string{"backend " + addr + ": bridge: the backend does not implement server reflection", "reflection.Register", "give -descriptors"},
 		},
 		{
 			name: "reflection: true against a backend without it",
 			args: []string{"-config", reflectionConfig(t, addr), "-expose", "demo.v1.*"},
 			want: []string{"backend reflecting: bridge: the backend does not implement server reflection", "reflection.Register", "give -descriptors"},
+		},
+		{
+			name: "builtin, service not compiled in",
+			args: []string{"-backend", addr, "-expose", "dyn.v1.*", "-descriptors", "builtin"},
+			want: []string{`expose pattern "dyn.v1.*" matches no method of the schema`, "-descriptors builtin is only the schema compiled into the bridge"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -275,7 +373,7 @@ func TestSchemaHotReloadKeepsLiveStreams(t *testing.T) {
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
-		watchSchema(ctx, h, func(ctx context.Context) (*protoregistry.Files, error) { return loadSchema(ctx, cfg, conns) }, 0, trigger, slog.New(logs))
+		watchSchema(ctx, h, schemaReload{load: func(ctx context.Context) (*protoregistry.Files, error) { return loadSchema(ctx, cfg, conns) }}, trigger, slog.New(logs))
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -373,11 +471,32 @@ func TestSIGHUPReloadsSchema(t *testing.T) {
 	}
 }
 
+// replaceDescriptorSet writes the named compiled-in files as a descriptor
+// set at path the way deployments do, atomically (a new file renamed over
+// the old one), so that a poll never sees it half written.
+func replaceDescriptorSet(t *testing.T, path string, files ...string) {
+	t.Helper()
+	writeDescriptorSet(t, path+".new", files...)
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// noRecord fails the test if a schema reload record arrives within d.
+func (l *schemaLogs) noRecord(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case r := <-l.records:
+		t.Fatalf("unexpected %s %q trigger=%s error=%s", r.Level, r.Message, recordAttr(r, "trigger"), recordAttr(r, "error"))
+	case <-time.After(d):
+	}
+}
+
 func TestWatchSchemaSources(t *testing.T) {
 	t.Parallel()
 	// runWatch runs watchSchema for h until the test ends and returns its
 	// trigger and its schema reload records.
-	runWatch := func(t *testing.T, h *bridge.Handler, reload func(context.Context) (*protoregistry.Files, error), refresh time.Duration) (chan<- os.Signal, *schemaLogs) {
+	runWatch := func(t *testing.T, h *bridge.Handler, r schemaReload) (chan<- os.Signal, *schemaLogs) {
 		t.Helper()
 		logs := newSchemaLogs()
 		trigger := make(chan os.Signal, 1)
@@ -385,7 +504,7 @@ func TestWatchSchemaSources(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			watchSchema(ctx, h, reload, refresh, trigger, slog.New(logs))
+			watchSchema(ctx, h, r, trigger, slog.New(logs))
 		}()
 		t.Cleanup(func() {
 			cancel()
@@ -408,17 +527,25 @@ func TestWatchSchemaSources(t *testing.T) {
 		t.Cleanup(srv.Close)
 		return h, srv.URL
 	}
-
-	t.Run("descriptor file is re-read", func(t *testing.T) {
-		t.Parallel()
+	descriptorConfig := func(t *testing.T, files ...string) (*Config, string) {
+		t.Helper()
 		path := filepath.Join(t.TempDir(), "demo.binpb")
-		writeDescriptorSet(t, path, "demo/v1/ticker.proto")
+		writeDescriptorSet(t, path, files...)
 		cfg, err := parseFlags([]string{"-backend", "x:1", "-expose", "demo.v1.*", "-descriptors", path})
 		if err != nil {
 			t.Fatal(err)
 		}
+		return cfg, path
+	}
+	load := func(cfg *Config) func(context.Context) (*protoregistry.Files, error) {
+		return func(ctx context.Context) (*protoregistry.Files, error) { return loadSchema(ctx, cfg, nil) }
+	}
+
+	t.Run("descriptor file is re-read on SIGHUP", func(t *testing.T) {
+		t.Parallel()
+		cfg, path := descriptorConfig(t, "demo/v1/ticker.proto")
 		h, base := newHandler(t, cfg)
-		trigger, logs := runWatch(t, h, func(ctx context.Context) (*protoregistry.Files, error) { return loadSchema(ctx, cfg, nil) }, 0)
+		trigger, logs := runWatch(t, h, schemaReload{load: load(cfg)})
 		if code := statusOf(t, base+"/demo.v1.EchoService/Stream?count=1"); code != http.StatusNotFound {
 			t.Fatalf("EchoService before the new file: %d, want 404", code)
 		}
@@ -432,14 +559,62 @@ func TestWatchSchemaSources(t *testing.T) {
 		}
 	})
 
+	t.Run("descriptor file is polled", func(t *testing.T) {
+		t.Parallel()
+		const poll = 10 * time.Millisecond
+		quiet := 20 * poll // long enough for a reload that should not happen
+		cfg, path := descriptorConfig(t, "demo/v1/ticker.proto")
+		h, base := newHandler(t, cfg)
+		f := &descriptorFile{path: path}
+		f.changed()
+		_, logs := runWatch(t, h, schemaReload{load: load(cfg), every: poll, tick: "file changed", poll: f.changed})
+		echo := base + "/demo.v1.EchoService/Stream?count=1"
+
+		replaceDescriptorSet(t, path, "demo/v1/ticker.proto", "demo/v1/echo.proto")
+		if r := logs.next(t); r.Message != "schema reloaded" || recordAttr(r, "trigger") != "file changed" || recordAttr(r, "files") != "2" {
+			t.Fatalf("after the change: %s %q trigger=%s files=%s error=%s", r.Level, r.Message, recordAttr(r, "trigger"), recordAttr(r, "files"), recordAttr(r, "error"))
+		}
+		if code := statusOf(t, echo); code != 200 {
+			t.Fatalf("EchoService after the new file: %d, want 200", code)
+		}
+
+		// The same bytes again, with a new modification time: nothing to load.
+		replaceDescriptorSet(t, path, "demo/v1/ticker.proto", "demo/v1/echo.proto")
+		logs.noRecord(t, quiet)
+
+		// A broken file: reported once, and the schema stays.
+		if err := os.WriteFile(path+".new", []byte("not a descriptor set"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".new", path); err != nil {
+			t.Fatal(err)
+		}
+		if r := logs.next(t); r.Level != slog.LevelWarn || recordAttr(r, "trigger") != "file changed" || !strings.Contains(recordAttr(r, "error"), "not a FileDescriptorSet") {
+			t.Fatalf("broken file: %s %q trigger=%s error=%s", r.Level, r.Message, recordAttr(r, "trigger"), recordAttr(r, "error"))
+		}
+		logs.noRecord(t, quiet)
+		if code := statusOf(t, echo); code != 200 {
+			t.Fatalf("EchoService after the broken file: %d, want 200 (the schema before it)", code)
+		}
+
+		// Fixed: the new schema loads.
+		replaceDescriptorSet(t, path, "demo/v1/ticker.proto")
+		if r := logs.next(t); r.Message != "schema reloaded" || recordAttr(r, "files") != "1" {
+			t.Fatalf("after the fix: %s %q files=%s error=%s", r.Level, r.Message, recordAttr(r, "files"), recordAttr(r, "error"))
+		}
+		if code := statusOf(t, echo); code != http.StatusNotFound {
+			t.Fatalf("EchoService after the file without it: %d, want 404", code)
+		}
+	})
+
 	t.Run("compiled-in schema cannot change", func(t *testing.T) {
 		t.Parallel()
-		cfg, err := parseFlags([]string{"-backend", "x:1", "-expose", "demo.v1.*"})
+		cfg, err := parseFlags([]string{"-backend", "x:1", "-expose", "demo.v1.*", "-descriptors", "builtin"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		h, _ := newHandler(t, cfg)
-		trigger, logs := runWatch(t, h, nil, time.Millisecond)
+		trigger, logs := runWatch(t, h, schemaReload{every: time.Millisecond})
 		trigger <- syscall.SIGHUP
 		if r := logs.next(t); r.Level != slog.LevelInfo || !strings.Contains(r.Message, "compiled into the bridge") {
 			t.Fatalf("SIGHUP with the compiled-in schema: %s %q", r.Level, r.Message)
@@ -448,16 +623,16 @@ func TestWatchSchemaSources(t *testing.T) {
 
 	t.Run("refresh timer", func(t *testing.T) {
 		t.Parallel()
-		cfg, err := parseFlags([]string{"-backend", "x:1", "-expose", "demo.v1.*"})
+		cfg, err := parseFlags([]string{"-backend", "x:1", "-expose", "demo.v1.*", "-descriptors", "builtin"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		h, _ := newHandler(t, cfg)
 		var calls atomic.Int32
-		_, logs := runWatch(t, h, func(context.Context) (*protoregistry.Files, error) {
+		_, logs := runWatch(t, h, schemaReload{load: func(context.Context) (*protoregistry.Files, error) {
 			calls.Add(1)
 			return protoregistry.GlobalFiles, nil
-		}, 5*time.Millisecond)
+		}, every: 5 * time.Millisecond, tick: "refresh"})
 		for range 2 {
 			if r := logs.next(t); r.Message != "schema reloaded" || recordAttr(r, "trigger") != "refresh" {
 				t.Fatalf("timer reload: %s %q trigger=%s", r.Level, r.Message, recordAttr(r, "trigger"))
@@ -467,4 +642,34 @@ func TestWatchSchemaSources(t *testing.T) {
 			t.Fatalf("%d reloads, want 2 or more", calls.Load())
 		}
 	})
+}
+
+// TestDescriptorFileReloadedOnChange is the poll as serve runs it: a
+// descriptor file replaced on disk, as a ConfigMap update does, serves its
+// new method within the poll interval, with no SIGHUP.
+func TestDescriptorFileReloadedOnChange(t *testing.T) {
+	t.Parallel()
+	addr := serveGRPC(t, demo.NewServer())
+	path := filepath.Join(t.TempDir(), "demo.binpb")
+	writeDescriptorSet(t, path, "demo/v1/ticker.proto")
+	cfg, err := parseFlags([]string{"-backend", addr, "-expose", "demo.v1.*", "-descriptors", path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := newSchemaLogs()
+	base := startTestBridge(t, cfg, slog.New(logs)).url
+	echo := base + "/demo.v1.EchoService/Stream?count=1"
+	// An answer means serve is serving, so its watch has looked at the file.
+	if code := statusOf(t, echo); code != http.StatusNotFound {
+		t.Fatalf("EchoService before the new file: %d, want 404", code)
+	}
+	changed := time.Now()
+	replaceDescriptorSet(t, path, "demo/v1/ticker.proto", "demo/v1/echo.proto")
+	if r := logs.next(t); r.Message != "schema reloaded" || recordAttr(r, "trigger") != "file changed" || recordAttr(r, "source") != "descriptors" {
+		t.Fatalf("after the change: %s %q trigger=%s source=%s error=%s", r.Level, r.Message, recordAttr(r, "trigger"), recordAttr(r, "source"), recordAttr(r, "error"))
+	}
+	t.Logf("reloaded %v after the change (poll every %v)", time.Since(changed).Round(time.Millisecond), descriptorsPoll)
+	if code := statusOf(t, echo); code != 200 {
+		t.Fatalf("EchoService after the new file: %d, want 200", code)
+	}
 }
