@@ -509,13 +509,20 @@ func (b *openAPIBuilder) pathTemplate(pattern string, in protoreflect.MessageDes
 // fields inside repeated messages or maps cannot be set.
 func (b *openAPIBuilder) queryParams(in protoreflect.MessageDescriptor, excluded [][]string) []jsonObject {
 	var out []jsonObject
-	b.addQueryParams(&out, in, nil, excluded, map[protoreflect.FullName]bool{})
+	b.addQueryParams(&out, in, nil, excluded, map[protoreflect.FullName]int{})
 	return out
 }
 
-func (b *openAPIBuilder) addQueryParams(out *[]jsonObject, md protoreflect.MessageDescriptor, prefix []string, excluded [][]string, open map[protoreflect.FullName]bool) {
-	open[md.FullName()] = true // a recursive message ends its branch
-	defer delete(open, md.FullName())
+// maxRecursion is how many times a message may recur on one branch of
+// query keys: a recursive message is followed once (child.name, not
+// child.child.name), as the keys would never end otherwise.
+const maxRecursion = 2
+
+// addQueryParams adds the parameters of md's fields under prefix; open
+// counts the messages on the branch so far.
+func (b *openAPIBuilder) addQueryParams(out *[]jsonObject, md protoreflect.MessageDescriptor, prefix []string, excluded [][]string, open map[protoreflect.FullName]int) {
+	open[md.FullName()]++
+	defer func() { open[md.FullName()]-- }()
 	fields := md.Fields()
 	for i := range fields.Len() {
 		fd := fields.Get(i)
@@ -539,7 +546,7 @@ func (b *openAPIBuilder) addQueryParams(out *[]jsonObject, md protoreflect.Messa
 			param["style"], param["explode"] = "form", true
 			param["schema"] = jsonObject{"type": "array", "items": b.queryValue(fd)}
 		case fd.Message() != nil && b.schemas.wellKnown(fd.Message()) == nil:
-			if !open[fd.Message().FullName()] {
+			if open[fd.Message().FullName()] < maxRecursion {
 				b.addQueryParams(out, fd.Message(), path, excluded, open)
 			}
 			continue
