@@ -30,7 +30,7 @@ type closePoller struct {
 	wakefd  int // an eventfd in the set, to wake the loop when the last watch stops
 	running bool
 	nextID  uint32
-	watches map[uint32]*closeWatch
+	watches map[uint32]closeWatch
 	buf     []byte // the loop's, for the bytes it discards
 }
 
@@ -81,7 +81,7 @@ func watchClose(conn net.Conn, gone func()) (stop func()) {
 		p.stopIfIdleLocked()
 		return watchCloseByReading(conn, gone)
 	}
-	p.watches[id] = &closeWatch{raw: raw, gone: gone}
+	p.watches[id] = closeWatch{raw: raw, gone: gone}
 	return func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -136,7 +136,7 @@ func (p *closePoller) start() error {
 	}
 	p.epfd, p.wakefd, p.running = epfd, wakefd, true
 	if p.watches == nil {
-		p.watches = make(map[uint32]*closeWatch)
+		p.watches = make(map[uint32]closeWatch)
 		p.buf = make([]byte, 4096)
 	}
 	go p.loop(epfd, wakefd)
@@ -206,7 +206,11 @@ func (p *closePoller) loop(epfd, wakefd int) {
 				continue
 			}
 			w, ok := p.watches[id]
-			if !ok || ev.Events&peerClosed == 0 && p.discardLocked(id, w) {
+			if !ok {
+				continue
+			}
+			if ev.Events&peerClosed == 0 && p.discardLocked(id, &w) {
+				p.watches[id] = w // with its count of bytes discarded
 				continue
 			}
 			delete(p.watches, id)

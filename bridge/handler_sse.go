@@ -133,29 +133,33 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, c 
 		}
 	}()
 	serve := func() {
-		defer h.recoverStream(m.name, TransportSSE, nil) // after the end: a Metrics or slog hook
+		// Every defer is in this one frame, which the idle stream keeps:
+		// a deeper stack would double the stack an idle stream holds.
+		defer h.recoverStream(m.name, TransportSSE, nil) // in the ending: a Metrics or slog hook, the close
 		defer h.streams.end(client)
 		defer cancel(errNotServed)
 		defer out.close()
-		defer stopDrain()
-		defer stopExpiry()
-		defer cancelCall()
-		func() {
-			defer h.recoverStream(m.name, TransportSSE, func(p *status.Status) { st = s.end(ctx, p, nil) })
-			switch {
-			case sub != nil:
-				st = func() *status.Status {
-					defer sub.leave() // the last to leave ends the shared call
-					return s.relay(ctx, sub.items)
-				}()
-			case st != nil:
-				st = s.end(ctx, st, nil)
-			default:
-				st = s.run(ctx, stream, m, nextSeq)
-			}
+		defer func() {
+			s.obs.StreamEnded(st.Code(), 0, s.slow)
+			h.logStreamEnd(ctx, peer, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start, messages: s.messages})
 		}()
-		s.obs.StreamEnded(st.Code(), 0, s.slow)
-		h.logStreamEnd(ctx, peer, streamEnd{method: m.name, transport: TransportSSE, st: st, start: start, messages: s.messages})
+		defer func() {
+			cancelCall()
+			stopExpiry()
+			stopDrain()
+		}()
+		defer h.recoverStream(m.name, TransportSSE, func(p *status.Status) { st = s.end(ctx, p, nil) })
+		switch {
+		case sub != nil:
+			st = func() *status.Status {
+				defer sub.leave() // the last to leave ends the shared call
+				return s.relay(ctx, sub.items)
+			}()
+		case st != nil:
+			st = s.end(ctx, st, nil)
+		default:
+			st = s.run(ctx, stream, m, nextSeq)
+		}
 	}
 	if hijacked {
 		// The handler returns, and net/http lets go of the connection's

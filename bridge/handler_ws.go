@@ -223,7 +223,6 @@ func (s *wsSession) serve() {
 	stopWatch := s.watch()
 	go func() {
 		defer close(s.readerDone)
-		defer s.h.recoverStream(s.m.name, TransportWebSocket, s.panicked)
 		s.read()
 	}()
 	select {
@@ -281,6 +280,9 @@ func (s *wsSession) read() {
 			s.callCancel()
 		}
 	}()
+	// Before the call's cancel, so that the status of a panic is the
+	// session's, not the cancelled call's.
+	defer s.h.recoverStream(s.m.name, TransportWebSocket, s.panicked)
 	for {
 		typ, rd, err := s.conn.NextReader()
 		if err != nil {
