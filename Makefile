@@ -107,6 +107,19 @@ webtest: $(WEB_DEPS) ## Run the client library's unit tests (vitest)
 npmpack: $(WEB_DEPS) ## Pack @grpcbridge/client (npm pack), install it in a scratch project, type-check and run it in Chromium against a bridge
 	BRIDGE_E2E=1 BRIDGE_NPM_PACKAGE=1 go test -count=1 -timeout 10m -run '^TestNPMPackage$$' ./e2e
 
+# Installed by npm ci --prefix tools/apidocs; npm writes this file last.
+APIDOCS_DEPS := tools/apidocs/node_modules/.package-lock.json
+
+$(APIDOCS_DEPS): tools/apidocs/package.json tools/apidocs/package-lock.json
+	npm ci --prefix tools/apidocs --no-audit --no-fund --ignore-scripts
+	@touch $(APIDOCS_DEPS)
+
+.PHONY: apidocs-check
+apidocs-check: $(APIDOCS_DEPS) ## Write the OpenAPI and AsyncAPI documents of the demo (and test) services to .tmp/apidocs and validate them with pinned npm validators
+	rm -rf .tmp/apidocs
+	APIDOCS_DIR=$(CURDIR)/.tmp/apidocs go test -count=1 -run '^TestWriteAPIDocs$$' ./bridge
+	node tools/apidocs/validate.mjs .tmp/apidocs/*.json
+
 .PHONY: lint
 lint: $(BUF) ## Vet Go, lint and format-check protos
 	go vet ./...
