@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -29,8 +32,9 @@ import (
 // The dashboard and alert rules that these tests hold to the bridge's
 // /metrics, relative to this package.
 const (
-	dashboardFile = "../../deploy/grafana/grpcbridge-dashboard.json"
-	alertsFile    = "../../deploy/prometheus/alerts.yaml"
+	dashboardFile  = "../../deploy/grafana/grpcbridge-dashboard.json"
+	alertsFile     = "../../deploy/prometheus/alerts.yaml"
+	alertTestsFile = "../../deploy/prometheus/alerts_test.yaml"
 )
 
 // targetLabels are the labels Prometheus adds to every series of a target
@@ -689,4 +693,70 @@ func TestMetricsDocCoversHealthGauges(t *testing.T) {
 			t.Errorf("%s: metric `%s` is not documented", metricsDoc, mf.GetName())
 		}
 	}
+}
+
+// TestAlertRulesPromtool checks the rules and the dashboard's queries with
+// Prometheus' own parser, where promtool is installed (Debian's prometheus
+// package has it): promtool check rules parses every expression, and
+// promtool test rules runs alerts_test.yaml, which says when each alert
+// fires.
+func TestAlertRulesPromtool(t *testing.T) {
+	t.Parallel()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool is not on PATH")
+	}
+	run := func(args ...string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, promtool, args...).CombinedOutput(); err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	writeYAML := func(path string, v any) {
+		t.Helper()
+		b, err := yaml.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run("check", "rules", alertsFile)
+
+	// The unit tests, against the rules less their annotations, which
+	// promtool would compare too.
+	dir := t.TempDir()
+	var rules map[string]any
+	if err := yaml.Unmarshal([]byte(readDoc(t, alertsFile)), &rules); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range rules["groups"].([]any) {
+		for _, r := range g.(map[string]any)["rules"].([]any) {
+			delete(r.(map[string]any), "annotations")
+		}
+	}
+	writeYAML(filepath.Join(dir, filepath.Base(alertsFile)), rules)
+	if err := os.WriteFile(filepath.Join(dir, "alerts_test.yaml"), []byte(readDoc(t, alertTestsFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run("test", "rules", filepath.Join(dir, "alerts_test.yaml"))
+
+	// The dashboard's queries, as recording rules, with Grafana's
+	// variables given values.
+	_, queries := readDashboard(t)
+	vars := strings.NewReplacer("$__rate_interval", "5m", "$__range", "1h", "$namespace", ".*", "$instance", ".*", "$method", ".*")
+	var recording []map[string]string
+	for _, where := range slices.Sorted(maps.Keys(queries)) {
+		q := queries[where]
+		if m := labelValuesRE.FindStringSubmatch(q); m != nil {
+			q = m[1]
+		}
+		recording = append(recording, map[string]string{"record": fmt.Sprintf("dashboard:query%d", len(recording)), "expr": vars.Replace(q)})
+	}
+	dashRules := filepath.Join(dir, "dashboard_rules.yaml")
+	writeYAML(dashRules, map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": recording}}})
+	run("check", "rules", dashRules)
 }
