@@ -23,6 +23,7 @@ type Config struct {
 	AdminAddr         string                  `yaml:"admin_addr"`
 	GRPCAddr          string                  `yaml:"grpc_addr"`
 	Demo              bool                    `yaml:"demo"`
+	OpenAPI           bool                    `yaml:"openapi"`
 	Backends          []BackendConfig         `yaml:"backends"`
 	Descriptors       string                  `yaml:"descriptors"`
 	Reflection        bool                    `yaml:"reflection"`
@@ -175,6 +176,7 @@ func parseFlags(args []string) (*Config, error) {
 	fs.StringVar(&c.AdminAddr, "admin-addr", "", "serve /metrics and a detailed /readyz on this operational listener `host:port` only; default: /metrics on -addr")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "", "serve native gRPC on this cleartext HTTP/2 (h2c) listener `host:port` only, and refuse it on -addr; default: native gRPC on -addr")
 	fs.BoolVar(&c.Demo, "demo", false, "run the demo services in-process, expose them and serve the demo page at /")
+	fs.BoolVar(&c.OpenAPI, "openapi", false, "serve the OpenAPI document (/openapi.json: unary JSON and SSE) and the AsyncAPI document (/asyncapi.json: WebSockets) of the exposed methods on -addr")
 	fs.Var((*backendFlag)(&c.Backends), "backend", "gRPC `target` (host:port, dns:///name:port, xds:///name) for every exposed service, or pattern=target for the services matching pattern (repeatable)")
 	fs.StringVar(&c.Descriptors, "descriptors", "", "binary FileDescriptorSet `file` (buf build -o) holding the exposed services, polled for changes and re-read on SIGHUP; \"builtin\": the descriptors compiled into the bridge; default: each backend's server reflection")
 	fs.BoolVar(&c.Reflection, "reflection", c.Reflection, "without -descriptors, load the schema from each backend's server reflection (a backend's reflection: false in the config file opts it out); -reflection=false: never, and start-up needs -descriptors")

@@ -197,7 +197,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ls listeners) err
 	if ls.admin != nil {
 		publicMetrics = nil // the public port answers /metrics with the bridge's 404
 	}
-	public := newServer(log, publicRoutes(tr.wrapHTTP(routes(h, cfg.Demo)), ready, publicMetrics))
+	public := newServer(log, publicRoutes(tr.wrapHTTP(routes(h, cfg.Demo, cfg.OpenAPI)), ready, publicMetrics))
 	setPublicProtocols(public, cfg)
 	servers := []listening{{srv: public, lis: ls.public, tls: cfg.TLSCert != ""}}
 	if ls.grpc != nil {
@@ -355,10 +355,15 @@ func drain(cfg *Config, log *slog.Logger, h *bridge.Handler, ready *readiness, s
 }
 
 // routes puts the bridge, the health endpoint and, in demo mode, the demo
-// page on one mux.
-func routes(h *bridge.Handler, demoPage bool) http.Handler {
+// page on one mux, and with apiDocs the API documents, which list only
+// what is exposed (docs/api-docs.md).
+func routes(h *bridge.Handler, demoPage, apiDocs bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", serveHealthz)
+	if apiDocs {
+		mux.Handle("GET /openapi.json", h.OpenAPIHandler())
+		mux.Handle("GET /asyncapi.json", h.AsyncAPIHandler())
+	}
 	if demoPage {
 		mux.Handle("GET /{$}", http.FileServerFS(web.Dist))
 		mux.Handle("GET /static/", http.StripPrefix("/static", http.FileServerFS(web.Dist)))
