@@ -108,6 +108,43 @@ func TestReflectionByDefault(t *testing.T) {
 	}
 }
 
+// TestReflectionWaitsForABackendStartingLate starts the bridge before its
+// backend, as a deployment that rolls both out at once does: the start-up
+// fetch waits for the backend instead of failing on the refused
+// connection.
+func TestReflectionWaitsForABackendStartingLate(t *testing.T) {
+	t.Parallel()
+	lis := listenLoopback(t)
+	addr := lis.Addr().String()
+	_ = lis.Close() // refused until the backend listens there
+	cfg, err := parseFlags([]string{"-backend", addr, "-expose", "demo.v1.*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := startBridge(t, cfg)
+	time.Sleep(200 * time.Millisecond) // serve is in its first fetch
+	backend, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("the backend's port was taken meanwhile: %v", err)
+	}
+	srv := demo.NewServer()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(backend)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-served
+	})
+	// The bridge answers once its schema has come; the request waits in the
+	// listener's backlog until then.
+	code, body := get(t, base+"/v1/tickers/LATE:watch?limit=1&interval_ms=1")
+	if ids, ended := tickIDs(t, body); code != 200 || ids != "1" || !ended {
+		t.Fatalf("ticker: %d, ids %q, ended %v:\n%s", code, ids, ended, body)
+	}
+}
+
 // configWithBackends writes a config file with the backends given as YAML
 // list items, and returns its path.
 func configWithBackends(t *testing.T, items ...string) string {
