@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -203,17 +205,14 @@ func (s *schemaSet) enum(ed protoreflect.EnumDescriptor) jsonObject {
 // wellKnown returns the proto3 JSON form of a well-known type, or nil for
 // any other message.
 func (s *schemaSet) wellKnown(md protoreflect.MessageDescriptor) jsonObject {
+	if wrapperTypes[md.FullName()] {
+		return s.singular(md.Fields().ByNumber(1)) // a wrapper is its value
+	}
 	switch md.FullName() {
 	case "google.protobuf.Timestamp":
 		return jsonObject{"type": "string", "format": "date-time"}
 	case "google.protobuf.Duration":
 		return jsonObject{"type": "string", "pattern": `^-?[0-9]+(\.[0-9]+)?s$`, "description": "A duration in seconds with an s suffix: 1.5s."}
-	case "google.protobuf.DoubleValue", "google.protobuf.FloatValue",
-		"google.protobuf.Int64Value", "google.protobuf.UInt64Value",
-		"google.protobuf.Int32Value", "google.protobuf.UInt32Value",
-		"google.protobuf.BoolValue", "google.protobuf.StringValue", "google.protobuf.BytesValue":
-		// A wrapper is its value in JSON.
-		return s.singular(md.Fields().ByNumber(1))
 	case "google.protobuf.FieldMask":
 		return jsonObject{"type": "string", "description": "Field paths in lowerCamelCase, separated by commas."}
 	case "google.protobuf.Struct":
@@ -228,6 +227,15 @@ func (s *schemaSet) wellKnown(md protoreflect.MessageDescriptor) jsonObject {
 		return jsonObject{"type": "object"}
 	}
 	return nil
+}
+
+// wrapperTypes are the google.protobuf wrappers, which are their value in
+// JSON and in a query string.
+var wrapperTypes = map[protoreflect.FullName]bool{
+	"google.protobuf.DoubleValue": true, "google.protobuf.FloatValue": true,
+	"google.protobuf.Int64Value": true, "google.protobuf.UInt64Value": true,
+	"google.protobuf.Int32Value": true, "google.protobuf.UInt32Value": true,
+	"google.protobuf.BoolValue": true, "google.protobuf.StringValue": true, "google.protobuf.BytesValue": true,
 }
 
 // comments returns the leading comments of d in the schema's source info,
@@ -493,13 +501,32 @@ func (b *openAPIBuilder) pathTemplate(pattern string, in protoreflect.MessageDes
 			schema, desc = b.queryValue(fd), comments(fd)
 		}
 		if hasSegments {
-			desc = joinText(desc, "Matches the path segments "+segments+".")
+			desc = joinText(desc, "Matches the path segments "+segments+", slashes included.")
+			schema = jsonObject{"type": "string", "pattern": segmentsPattern(segments)}
 		}
 		params = append(params, describe(jsonObject{"name": name, "in": "path", "required": true, "schema": schema}, desc))
 		pattern = pattern[open+end+1:]
 	}
 	out.WriteString(pattern)
 	return out.String(), params
+}
+
+// segmentsPattern is the regular expression of a path template's
+// segments (google/api/http.proto): * is one segment, ** any number of
+// them, anything else literal.
+func segmentsPattern(segments string) string {
+	parts := strings.Split(segments, "/")
+	for i, p := range parts {
+		switch p {
+		case "*":
+			parts[i] = "[^/]+"
+		case "**":
+			parts[i] = ".*"
+		default:
+			parts[i] = regexp.QuoteMeta(p)
+		}
+	}
+	return "^" + strings.Join(parts, "/") + "$"
 }
 
 // queryParams returns the query parameters of a request of type in: every
@@ -568,21 +595,19 @@ func hasPathPrefix(path, prefix []string) bool {
 }
 
 // queryable reports whether one value of fd can come from a query string
-// or a path segment (parseQueryValue): a scalar, an enum, or a well-known
-// type that grpc-gateway parses from text.
+// or a path segment: a scalar, an enum, or a well-known type that
+// parseWellKnown parses from text (google.protobuf.Empty aside, which
+// only says that a field is there).
 func queryable(fd protoreflect.FieldDescriptor) bool {
 	if fd.Message() == nil {
 		return true
 	}
-	switch fd.Message().FullName() {
-	case "google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask",
-		"google.protobuf.DoubleValue", "google.protobuf.FloatValue",
-		"google.protobuf.Int64Value", "google.protobuf.UInt64Value",
-		"google.protobuf.Int32Value", "google.protobuf.UInt32Value",
-		"google.protobuf.BoolValue", "google.protobuf.StringValue", "google.protobuf.BytesValue":
+	switch name := fd.Message().FullName(); name {
+	case "google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask":
 		return true
+	default:
+		return wrapperTypes[name] || jsonInQuery(fd.Message())
 	}
-	return jsonInQuery(fd.Message())
 }
 
 // jsonInQuery reports whether a query value of type md is JSON text.
@@ -690,7 +715,7 @@ func (d *apiDocHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if doc == nil || doc.rt != rt {
 		body, err := d.build(rt)
 		if err != nil {
-			d.h.log.Error("api document", "error", err)
+			d.h.log.LogAttrs(r.Context(), slog.LevelError, "api document", slog.String("error", err.Error()))
 			d.h.writeError(w, http.StatusInternalServerError, status.New(codes.Internal, "the API document could not be built"))
 			return
 		}

@@ -439,6 +439,7 @@ func TestOpenAPISchemaShapes(t *testing.T) {
 	if d, _ := ps["path:name"]["description"].(string); !strings.Contains(d, "trees/*") {
 		t.Errorf("path parameter name: description %q does not name its segments", d)
 	}
+	wantJSON(t, "segments", ps["path:name"]["schema"], `{"type":"string","pattern":"^trees/[^/]+$"}`)
 	// Through singular messages only, and a recursive message once.
 	want := []string{"path:name", "query:a", "query:b", "query:child.a", "query:child.b", "query:child.name", "query:child.ttl", "query:child.weight", "query:ttl", "query:weight"}
 	if got := paramNames(ps); !slices.Equal(got, want) {
