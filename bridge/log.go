@@ -20,6 +20,8 @@ const (
 	logKeyMessages    = "messages"
 	logKeyCloseCode   = "close_code"
 	logKeyClientFault = "client_fault"
+	logKeyPanic       = "panic" // a recovered panic's value (recoverStream)
+	logKeyStack       = "stack" // and its goroutine's stack
 	logKeyRequestID   = "request_id"
 )
 

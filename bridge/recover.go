@@ -27,12 +27,6 @@ import (
 // errPanicked is the cause of a stream that a panic ended.
 var errPanicked = errors.New("bridge: panic")
 
-// logKeyPanic and logKeyStack are the attributes of a panic's log line.
-const (
-	logKeyPanic = "panic"
-	logKeyStack = "stack"
-)
-
 // recoverStream, deferred in a goroutine of one stream of method, ends
 // that stream instead of the process when the goroutine panics: it
 // recovers the panic, logs it at Error with its stack, counts it (see

@@ -33,9 +33,9 @@ import (
 // fails a test instead of hanging it. It is never what a test asserts.
 const takeoverSafetyTimeout = 10 * time.Second
 
-// streamPath asks the demo's Echo Stream for count messages of size bytes
+// echoStreamPath asks the demo's Echo Stream for count messages of size bytes
 // each, as fast as it can.
-func streamPath(count, size int) string {
+func echoStreamPath(count, size int) string {
 	return fmt.Sprintf("/demo.v1.EchoService/Stream?count=%d&size=%d", count, size)
 }
 
@@ -102,7 +102,7 @@ func TestSSETakeoverDeliversTheTail(t *testing.T) {
 			}
 			defer conn.Close()
 			_ = conn.SetDeadline(time.Now().Add(takeoverSafetyTimeout))
-			req := "GET " + streamPath(count, size) + " HTTP/1.1\r\nHost: bridge\r\nAccept: text/event-stream\r\n\r\n"
+			req := "GET " + echoStreamPath(count, size) + " HTTP/1.1\r\nHost: bridge\r\nAccept: text/event-stream\r\n\r\n"
 			if tc.early {
 				req += tc.extra
 			}
@@ -360,7 +360,7 @@ func TestSSEPanicEndsOneStream(t *testing.T) {
 				do := func(query string) (*http.Response, error) {
 					ctx, cancel := context.WithTimeout(t.Context(), takeoverSafetyTimeout)
 					t.Cleanup(cancel)
-					req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+streamPath(3, 10)+query, nil)
+					req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+echoStreamPath(3, 10)+query, nil)
 					if err != nil {
 						t.Fatal(err)
 					}
