@@ -142,6 +142,14 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	}
 }
 
+// MarkNotReady turns the bridge's own grpc.health.v1.Health NOT_SERVING
+// (its watches see the change) while every call is still served: the gRPC
+// counterpart of a readiness probe turning 503 at SIGTERM, so that gRPC
+// clients and load balancers that health-check move away during a shutdown
+// delay, before [Handler.Shutdown] refuses anything. Shutdown does it too;
+// there is no way back, as a replica that began to stop does not recover.
+func (h *Handler) MarkNotReady() { h.native.health.Shutdown() }
+
 // ActiveStreams returns the number of streams (SSE, WebSocket and native
 // gRPC calls) open now.
 func (h *Handler) ActiveStreams() int {

@@ -196,6 +196,12 @@ func TestShutdownDelay(t *testing.T) {
 	if n, err := watchTicks(t, dialInsecure(t, b.grpcAddr), 1); err != nil || n != 1 {
 		t.Fatalf("Watch during the shutdown delay: %d ticks, %v", n, err)
 	}
+	// The gRPC health service says NOT_SERVING at once too, while calls
+	// are still served.
+	hc, err := healthpb.NewHealthClient(dialInsecure(t, b.grpcAddr)).Check(t.Context(), &healthpb.HealthCheckRequest{})
+	if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("gRPC health during the shutdown delay: %v, %v; want NOT_SERVING", hc, err)
+	}
 	if elapsed := time.Since(stopped); elapsed >= delay {
 		t.Fatalf("the checks took %v, longer than the delay %v: too slow a machine to tell", elapsed, delay)
 	}

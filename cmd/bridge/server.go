@@ -335,6 +335,7 @@ func refuseCleartextHTTP2(next http.Handler) http.Handler {
 // are cut; browsers resume them elsewhere with Last-Event-ID.
 func drain(cfg *Config, log *slog.Logger, h *bridge.Handler, ready *readiness, servers []listening) {
 	ready.draining.Store(true)
+	h.MarkNotReady() // the gRPC health service says so too
 	log.Info("draining", slog.Duration("shutdown_delay", cfg.ShutdownDelay), slog.Duration("timeout", cfg.DrainTimeout))
 	if cfg.ShutdownDelay > 0 {
 		time.Sleep(cfg.ShutdownDelay)
