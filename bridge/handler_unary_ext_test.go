@@ -326,13 +326,15 @@ func TestUnaryHTTPRules(t *testing.T) {
 		{"put: body field, path and query", http.MethodPut, "/v1/items/n3?color=2&count=4",
 			`{"minPrice":2.5,"region":"us"}`, &testv1.InspectRequest{Name: "n3", Color: testv1.Color_COLOR_GREEN, Count: 4, Filter: &testv1.Filter{MinPrice: 2.5, Region: "us"}}},
 		{"delete: no body", http.MethodDelete, "/v1/items/n5?count=2", "", &testv1.InspectRequest{Name: "n5", Count: 2}},
+		{"post: an empty body is the empty message, as in grpc-gateway", http.MethodPost, "/v1/items", "", &testv1.InspectRequest{}},
+		{"put: an empty body leaves the body field unset", http.MethodPut, "/v1/items/n7", "", &testv1.InspectRequest{Name: "n7"}},
 		{"custom verb", "PURGE", "/v1/items/n6:purge?tags=z", "", &testv1.InspectRequest{Name: "n6", Tags: []string{"z"}}},
 		{"escaped path parameter", http.MethodDelete, "/v1/items/a%20b", "", &testv1.InspectRequest{Name: "a b"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			header := http.Header{}
-			if tc.body != "" {
+			if tc.body != "" || tc.method == http.MethodPost || tc.method == http.MethodPut { // the rules with a body
 				header = jsonHeader
 			}
 			if got := unaryResponse(t, env.do(t, tc.method, tc.path, header, tc.body)).GetRequest(); !proto.Equal(got, tc.want) {
@@ -450,7 +452,6 @@ func TestUnaryErrors(t *testing.T) {
 		{"demo Post validation", http.MethodPost, "/v1/rooms/r/messages", jsonHeader, `{"user":"u"}`, 400, codes.InvalidArgument, "text is required"},
 		{"malformed JSON", http.MethodPost, "/bridgetest.v1.RestService/Touch", jsonHeader, `{"name":`, 400, codes.InvalidArgument, "request body"},
 		{"unknown field", http.MethodPost, "/v1/items", jsonHeader, `{"nope":1}`, 400, codes.InvalidArgument, `unknown field "nope"`},
-		{"empty body", http.MethodPost, "/v1/items", jsonHeader, "", 400, codes.InvalidArgument, "request body"},
 		{"bad query value", http.MethodGet, "/v1/items/x?count=many", nil, "", 400, codes.InvalidArgument, `parsing field "count"`},
 		{"body too large", http.MethodPost, "/bridgetest.v1.RestService/Touch", jsonHeader, `{"name":"` + strings.Repeat("a", 300) + `"}`, 413, codes.ResourceExhausted, "limit of 256 bytes"},
 		{"not JSON", http.MethodPost, "/bridgetest.v1.RestService/Touch", http.Header{"Content-Type": {"text/plain"}}, "name=a", 415, codes.InvalidArgument, `Content-Type "text/plain" is not supported`},

@@ -85,6 +85,11 @@ func (h *Handler) decodeBody(r *http.Request, msg proto.Message, fieldPath strin
 		}
 		return badRequest("read request body: %v", err)
 	}
+	// An empty body is the empty message, as grpc-gateway reads it (its
+	// decoder's io.EOF is not an error).
+	if len(body) == 0 {
+		return nil
+	}
 	target := proto.Message(msg)
 	if fieldPath != "*" {
 		target = mutableField(msg, fieldPath)
