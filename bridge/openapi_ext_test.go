@@ -1,12 +1,16 @@
 package bridge_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -538,5 +542,192 @@ func TestWriteAPIDocs(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+}
+
+// conforms checks value against the subset of JSON Schema the documents
+// use (type, properties, items, additionalProperties, enum, const, allOf,
+// $ref into components.schemas), and reports every mismatch with its path.
+// It is stricter than JSON Schema in one way: an object member that no
+// property names is an error, so that a JSON name the codec writes and
+// the document lacks is caught.
+func conforms(t *testing.T, doc map[string]any, schema, value any, at string) {
+	t.Helper()
+	conformsTo(t, doc, schema, value, at, true)
+}
+
+// resolve follows a $ref.
+func resolve(t *testing.T, doc map[string]any, schema any) map[string]any {
+	t.Helper()
+	s, ok := schema.(map[string]any)
+	if !ok {
+		t.Fatalf("schema %v is not an object", schema)
+	}
+	if r, ok := s["$ref"].(string); ok {
+		return resolve(t, doc, dig(t, doc, "components", "schemas", strings.TrimPrefix(r, "#/components/schemas/")))
+	}
+	return s
+}
+
+// propertiesOf returns the property names of schema and its allOf parts.
+func propertiesOf(t *testing.T, doc map[string]any, schema any) map[string]bool {
+	t.Helper()
+	s := resolve(t, doc, schema)
+	out := map[string]bool{}
+	props, _ := s["properties"].(map[string]any)
+	for k := range props {
+		out[k] = true
+	}
+	for _, sub := range asList(s["allOf"]) {
+		maps.Copy(out, propertiesOf(t, doc, sub))
+	}
+	return out
+}
+
+func conformsTo(t *testing.T, doc map[string]any, schema, value any, at string, strict bool) {
+	t.Helper()
+	s := resolve(t, doc, schema)
+	for _, sub := range asList(s["allOf"]) {
+		conformsTo(t, doc, sub, value, at, false) // the members are checked against all parts below
+	}
+	if c, ok := s["const"]; ok && c != value {
+		t.Errorf("%s: %v, want the const %v", at, value, c)
+	}
+	if e, ok := s["enum"]; ok && !slices.Contains(asList(e), value) {
+		t.Errorf("%s: %v is not one of %v", at, value, e)
+	}
+	typ, _ := s["type"].(string)
+	switch v := value.(type) {
+	case map[string]any:
+		if typ != "" && typ != "object" {
+			t.Errorf("%s: an object, the schema says %s", at, typ)
+			return
+		}
+		props, _ := s["properties"].(map[string]any)
+		for k, member := range v {
+			switch {
+			case props[k] != nil:
+				conformsTo(t, doc, props[k], member, at+"."+k, true)
+			case s["additionalProperties"] != nil:
+				conformsTo(t, doc, s["additionalProperties"], member, at+"."+k, true)
+			case strict && !propertiesOf(t, doc, s)[k]:
+				t.Errorf("%s: member %q is not in the schema", at, k)
+			}
+		}
+		for _, req := range asList(s["required"]) {
+			if _, ok := v[req.(string)]; !ok {
+				t.Errorf("%s: required member %v missing", at, req)
+			}
+		}
+	case []any:
+		if typ != "array" {
+			t.Errorf("%s: an array, the schema says %q", at, typ)
+			return
+		}
+		for i, item := range v {
+			conformsTo(t, doc, s["items"], item, at+"["+strconv.Itoa(i)+"]", true)
+		}
+	case string:
+		if typ != "string" {
+			t.Errorf("%s: the string %q, the schema says %q", at, v, typ)
+		}
+	case float64:
+		if typ != "number" && typ != "integer" {
+			t.Errorf("%s: the number %v, the schema says %q", at, v, typ)
+		}
+	case bool:
+		if typ != "boolean" {
+			t.Errorf("%s: a boolean, the schema says %q", at, typ)
+		}
+	}
+}
+
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
+// TestOpenAPIDescribesTheAnswers checks real answers of the demo services
+// against the document: a unary JSON answer, an error answer, and the
+// events of a stream.
+func TestOpenAPIDescribesTheAnswers(t *testing.T) {
+	t.Parallel()
+	h := apiDocsHandler(t, "demo.v1.*")
+	doc := decodeDoc(t, h.OpenAPI)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	fetch := func(path string, header http.Header) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+path, nil)
+		maps.Copy(req.Header, header)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	parse := func(b []byte) any {
+		t.Helper()
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			t.Fatalf("not JSON: %s", b)
+		}
+		return v
+	}
+	quote := dig(t, doc, "paths", "/v1/tickers/{symbol}", "get", "responses")
+
+	resp, body := fetch("/v1/tickers/ACME", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("Quote: %d %s", resp.StatusCode, body)
+	}
+	conforms(t, doc, dig(t, quote, "200", "content", "application/json", "schema"), parse(body), "Quote")
+
+	resp, body = fetch("/demo.v1.TickerService/Quote", nil) // no symbol: INVALID_ARGUMENT
+	code := strconv.Itoa(resp.StatusCode)
+	if !has(quote, code) {
+		t.Fatalf("Quote without a symbol: %s is not among the documented answers", code)
+	}
+	ref := strings.TrimPrefix(dig(t, quote, code, "$ref").(string), "#/components/responses/")
+	conforms(t, doc, dig(t, doc, "components", "responses", ref, "content", "application/json", "schema"), parse(body), "error")
+
+	resp, body = fetch("/v1/tickers/ACME:watch?limit=2&interval_ms=1", http.Header{"Accept": {"text/event-stream"}})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("Watch: %d %s", resp.StatusCode, body)
+	}
+	items := asList(dig(t, doc, "paths", "/v1/tickers/{symbol}:watch", "get", "responses", "200", "content", "text/event-stream", "itemSchema", "oneOf"))
+	byEvent := map[string]any{}
+	for _, it := range items {
+		if has(it, "properties", "event", "const") {
+			byEvent[dig(t, it, "properties", "event", "const").(string)] = dig(t, it, "properties", "data", "contentSchema")
+		}
+	}
+	r := bridgetest.NewSSEReader(bytes.NewReader(body))
+	var seen []string
+	for {
+		ev, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == "" {
+			continue // the retry block
+		}
+		schema, ok := byEvent[ev.Type]
+		if !ok {
+			t.Errorf("event %q is not in the itemSchema", ev.Type)
+			continue
+		}
+		seen = append(seen, ev.Type)
+		conforms(t, doc, schema, parse([]byte(ev.Data)), "event "+ev.Type)
+	}
+	if want := []string{"headers", "message", "message", "end"}; !slices.Equal(seen, want) {
+		t.Errorf("events %v, want %v", seen, want)
 	}
 }
