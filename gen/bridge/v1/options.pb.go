@@ -33,7 +33,9 @@ const (
 type MethodOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-Sent Events options for server-streaming and unary methods.
-	Sse           *SSEOptions `protobuf:"bytes,1,opt,name=sse,proto3" json:"sse,omitempty"`
+	Sse *SSEOptions `protobuf:"bytes,1,opt,name=sse,proto3" json:"sse,omitempty"`
+	// Response compression, per transport. Off unless set.
+	Compression   *CompressionOptions `protobuf:"bytes,2,opt,name=compression,proto3" json:"compression,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -75,6 +77,84 @@ func (x *MethodOptions) GetSse() *SSEOptions {
 	return nil
 }
 
+func (x *MethodOptions) GetCompression() *CompressionOptions {
+	if x != nil {
+		return x.Compression
+	}
+	return nil
+}
+
+// CompressionOptions turn on the compression of a method's responses, per
+// transport. Each transport compresses only what its client says it
+// decodes, and costs an idle stream no memory (docs/protocol.md,
+// "Compression").
+type CompressionOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gzip event streams (Content-Encoding: gzip) when the request's
+	// Accept-Encoding allows it. Every write is flushed, so events are not
+	// held back.
+	Sse bool `protobuf:"varint,1,opt,name=sse,proto3" json:"sse,omitempty"`
+	// Negotiate permessage-deflate (RFC 7692, no context takeover) on
+	// WebSockets whose client offers it.
+	Websocket bool `protobuf:"varint,2,opt,name=websocket,proto3" json:"websocket,omitempty"`
+	// Gzip unary JSON answers larger than 1 KiB when the request's
+	// Accept-Encoding allows it.
+	Json          bool `protobuf:"varint,3,opt,name=json,proto3" json:"json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompressionOptions) Reset() {
+	*x = CompressionOptions{}
+	mi := &file_bridge_v1_options_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompressionOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompressionOptions) ProtoMessage() {}
+
+func (x *CompressionOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_bridge_v1_options_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompressionOptions.ProtoReflect.Descriptor instead.
+func (*CompressionOptions) Descriptor() ([]byte, []int) {
+	return file_bridge_v1_options_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CompressionOptions) GetSse() bool {
+	if x != nil {
+		return x.Sse
+	}
+	return false
+}
+
+func (x *CompressionOptions) GetWebsocket() bool {
+	if x != nil {
+		return x.Websocket
+	}
+	return false
+}
+
+func (x *CompressionOptions) GetJson() bool {
+	if x != nil {
+		return x.Json
+	}
+	return false
+}
+
 // SSEOptions configure the Server-Sent Events mapping of a method.
 type SSEOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -104,7 +184,7 @@ type SSEOptions struct {
 
 func (x *SSEOptions) Reset() {
 	*x = SSEOptions{}
-	mi := &file_bridge_v1_options_proto_msgTypes[1]
+	mi := &file_bridge_v1_options_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -116,7 +196,7 @@ func (x *SSEOptions) String() string {
 func (*SSEOptions) ProtoMessage() {}
 
 func (x *SSEOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_bridge_v1_options_proto_msgTypes[1]
+	mi := &file_bridge_v1_options_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -129,7 +209,7 @@ func (x *SSEOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SSEOptions.ProtoReflect.Descriptor instead.
 func (*SSEOptions) Descriptor() ([]byte, []int) {
-	return file_bridge_v1_options_proto_rawDescGZIP(), []int{1}
+	return file_bridge_v1_options_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SSEOptions) GetCursorField() string {
@@ -177,9 +257,14 @@ var File_bridge_v1_options_proto protoreflect.FileDescriptor
 
 const file_bridge_v1_options_proto_rawDesc = "" +
 	"\n" +
-	"\x17bridge/v1/options.proto\x12\tbridge.v1\x1a google/protobuf/descriptor.proto\"8\n" +
+	"\x17bridge/v1/options.proto\x12\tbridge.v1\x1a google/protobuf/descriptor.proto\"y\n" +
 	"\rMethodOptions\x12'\n" +
-	"\x03sse\x18\x01 \x01(\v2\x15.bridge.v1.SSEOptionsR\x03sse\"j\n" +
+	"\x03sse\x18\x01 \x01(\v2\x15.bridge.v1.SSEOptionsR\x03sse\x12?\n" +
+	"\vcompression\x18\x02 \x01(\v2\x1d.bridge.v1.CompressionOptionsR\vcompression\"X\n" +
+	"\x12CompressionOptions\x12\x10\n" +
+	"\x03sse\x18\x01 \x01(\bR\x03sse\x12\x1c\n" +
+	"\twebsocket\x18\x02 \x01(\bR\twebsocket\x12\x12\n" +
+	"\x04json\x18\x03 \x01(\bR\x04json\"j\n" +
 	"\n" +
 	"SSEOptions\x12!\n" +
 	"\fcursor_field\x18\x01 \x01(\tR\vcursorField\x12!\n" +
@@ -201,21 +286,23 @@ func file_bridge_v1_options_proto_rawDescGZIP() []byte {
 	return file_bridge_v1_options_proto_rawDescData
 }
 
-var file_bridge_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_bridge_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_bridge_v1_options_proto_goTypes = []any{
 	(*MethodOptions)(nil),              // 0: bridge.v1.MethodOptions
-	(*SSEOptions)(nil),                 // 1: bridge.v1.SSEOptions
-	(*descriptorpb.MethodOptions)(nil), // 2: google.protobuf.MethodOptions
+	(*CompressionOptions)(nil),         // 1: bridge.v1.CompressionOptions
+	(*SSEOptions)(nil),                 // 2: bridge.v1.SSEOptions
+	(*descriptorpb.MethodOptions)(nil), // 3: google.protobuf.MethodOptions
 }
 var file_bridge_v1_options_proto_depIdxs = []int32{
-	1, // 0: bridge.v1.MethodOptions.sse:type_name -> bridge.v1.SSEOptions
-	2, // 1: bridge.v1.method:extendee -> google.protobuf.MethodOptions
-	0, // 2: bridge.v1.method:type_name -> bridge.v1.MethodOptions
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	2, // [2:3] is the sub-list for extension type_name
-	1, // [1:2] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 0: bridge.v1.MethodOptions.sse:type_name -> bridge.v1.SSEOptions
+	1, // 1: bridge.v1.MethodOptions.compression:type_name -> bridge.v1.CompressionOptions
+	3, // 2: bridge.v1.method:extendee -> google.protobuf.MethodOptions
+	0, // 3: bridge.v1.method:type_name -> bridge.v1.MethodOptions
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	3, // [3:4] is the sub-list for extension type_name
+	2, // [2:3] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_bridge_v1_options_proto_init() }
@@ -229,7 +316,7 @@ func file_bridge_v1_options_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bridge_v1_options_proto_rawDesc), len(file_bridge_v1_options_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 1,
 			NumServices:   0,
 		},

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bridge/v1/options.proto.
  */
 export const file_bridge_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("ChdicmlkZ2UvdjEvb3B0aW9ucy5wcm90bxIJYnJpZGdlLnYxIjMKDU1ldGhvZE9wdGlvbnMSIgoDc3NlGAEgASgLMhUuYnJpZGdlLnYxLlNTRU9wdGlvbnMiSAoKU1NFT3B0aW9ucxIUCgxjdXJzb3JfZmllbGQYASABKAkSFAoMcmVzdW1lX2ZpZWxkGAIgASgJEg4KBnNoYXJlZBgDIAEoCDpSCgZtZXRob2QSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxj2lAMgASgLMhguYnJpZGdlLnYxLk1ldGhvZE9wdGlvbnNSBm1ldGhvZEKbAQoNY29tLmJyaWRnZS52MUIMT3B0aW9uc1Byb3RvUAFaN2dpdGh1Yi5jb20vZ3JwY2JyaWRnZS9ncnBjYnJpZGdlL2dlbi9icmlkZ2UvdjE7YnJpZGdldjGiAgNCWFiqAglCcmlkZ2UuVjHKAglCcmlkZ2VcVjHiAhVCcmlkZ2VcVjFcR1BCTWV0YWRhdGHqAgpCcmlkZ2U6OlYxYgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("ChdicmlkZ2UvdjEvb3B0aW9ucy5wcm90bxIJYnJpZGdlLnYxImcKDU1ldGhvZE9wdGlvbnMSIgoDc3NlGAEgASgLMhUuYnJpZGdlLnYxLlNTRU9wdGlvbnMSMgoLY29tcHJlc3Npb24YAiABKAsyHS5icmlkZ2UudjEuQ29tcHJlc3Npb25PcHRpb25zIkIKEkNvbXByZXNzaW9uT3B0aW9ucxILCgNzc2UYASABKAgSEQoJd2Vic29ja2V0GAIgASgIEgwKBGpzb24YAyABKAgiSAoKU1NFT3B0aW9ucxIUCgxjdXJzb3JfZmllbGQYASABKAkSFAoMcmVzdW1lX2ZpZWxkGAIgASgJEg4KBnNoYXJlZBgDIAEoCDpSCgZtZXRob2QSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxj2lAMgASgLMhguYnJpZGdlLnYxLk1ldGhvZE9wdGlvbnNSBm1ldGhvZEKbAQoNY29tLmJyaWRnZS52MUIMT3B0aW9uc1Byb3RvUAFaN2dpdGh1Yi5jb20vZ3JwY2JyaWRnZS9ncnBjYnJpZGdlL2dlbi9icmlkZ2UvdjE7YnJpZGdldjGiAgNCWFiqAglCcmlkZ2UuVjHKAglCcmlkZ2VcVjHiAhVCcmlkZ2VcVjFcR1BCTWV0YWRhdGHqAgpCcmlkZ2U6OlYxYgZwcm90bzM", [file_google_protobuf_descriptor]);
 
 /**
  * MethodOptions configure how the bridge serves one gRPC method to browsers.
@@ -33,6 +33,13 @@ export type MethodOptions = Message<"bridge.v1.MethodOptions"> & {
    * @generated from field: bridge.v1.SSEOptions sse = 1;
    */
   sse?: SSEOptions | undefined;
+
+  /**
+   * Response compression, per transport. Off unless set.
+   *
+   * @generated from field: bridge.v1.CompressionOptions compression = 2;
+   */
+  compression?: CompressionOptions | undefined;
 };
 
 /**
@@ -41,6 +48,48 @@ export type MethodOptions = Message<"bridge.v1.MethodOptions"> & {
  */
 export const MethodOptionsSchema: GenMessage<MethodOptions> = /*@__PURE__*/
   messageDesc(file_bridge_v1_options, 0);
+
+/**
+ * CompressionOptions turn on the compression of a method's responses, per
+ * transport. Each transport compresses only what its client says it
+ * decodes, and costs an idle stream no memory (docs/protocol.md,
+ * "Compression").
+ *
+ * @generated from message bridge.v1.CompressionOptions
+ */
+export type CompressionOptions = Message<"bridge.v1.CompressionOptions"> & {
+  /**
+   * Gzip event streams (Content-Encoding: gzip) when the request's
+   * Accept-Encoding allows it. Every write is flushed, so events are not
+   * held back.
+   *
+   * @generated from field: bool sse = 1;
+   */
+  sse: boolean;
+
+  /**
+   * Negotiate permessage-deflate (RFC 7692, no context takeover) on
+   * WebSockets whose client offers it.
+   *
+   * @generated from field: bool websocket = 2;
+   */
+  websocket: boolean;
+
+  /**
+   * Gzip unary JSON answers larger than 1 KiB when the request's
+   * Accept-Encoding allows it.
+   *
+   * @generated from field: bool json = 3;
+   */
+  json: boolean;
+};
+
+/**
+ * Describes the message bridge.v1.CompressionOptions.
+ * Use `create(CompressionOptionsSchema)` to create a new message.
+ */
+export const CompressionOptionsSchema: GenMessage<CompressionOptions> = /*@__PURE__*/
+  messageDesc(file_bridge_v1_options, 1);
 
 /**
  * SSEOptions configure the Server-Sent Events mapping of a method.
@@ -89,7 +138,7 @@ export type SSEOptions = Message<"bridge.v1.SSEOptions"> & {
  * Use `create(SSEOptionsSchema)` to create a new message.
  */
 export const SSEOptionsSchema: GenMessage<SSEOptions> = /*@__PURE__*/
-  messageDesc(file_bridge_v1_options, 1);
+  messageDesc(file_bridge_v1_options, 2);
 
 /**
  * Bridge options of a method. 51830 lies in the range that
