@@ -4,13 +4,17 @@
 // A [Handler] is an [net/http.Handler] that exposes selected gRPC methods of
 // one or more backends under their gRPC paths (/package.Service/Method):
 //
-//   - Server-streaming and unary methods become Server-Sent Events: a GET
-//     builds the request from the query string with grpc-gateway's
-//     query-parameter rules, a POST takes it as a JSON body, and every
-//     response message becomes one event whose data is the message in the
-//     proto3 JSON mapping. Streams resume with the browser's Last-Event-ID.
-//   - Methods with a google.api.http annotation are also served, as SSE, at
-//     the annotated path and verb.
+//   - Server-streaming methods become Server-Sent Events: a GET builds the
+//     request from the query string with grpc-gateway's query-parameter
+//     rules, a POST takes it as a JSON body, and every response message
+//     becomes one event whose data is the message in the proto3 JSON
+//     mapping. Streams resume with the browser's Last-Event-ID.
+//   - Unary methods answer as plain JSON, as grpc-gateway does (or as SSE
+//     when the request's Accept names text/event-stream). GET reaches only
+//     those that are safe to call from a link (idempotency_level
+//     NO_SIDE_EFFECTS, or a google.api.http get rule); others answer 405.
+//   - Methods with a google.api.http annotation are also served at the
+//     annotated path and verb, with its body and response_body.
 //   - Every method, and above all bidirectional streams, is served over a
 //     WebSocket with the grpc-ws.v1 subprotocol: one protobuf message per
 //     binary frame each way, JSON control objects (metadata, half-close,
@@ -18,13 +22,23 @@
 //   - Native gRPC requests (a POST with Content-Type application/grpc, over
 //     HTTP/2) from internal callers are proxied to the backend as raw
 //     frames, never decoded, so gRPC clients can use the bridge's address
-//     too. The bridge's own grpc.health.v1.Health answers there.
+//     too. The bridge's own grpc.health.v1.Health answers there, and its
+//     own server reflection, which lists and describes only what is
+//     exposed. Requests from browsers (an Origin or a Sec-Fetch-* header)
+//     are refused.
 //
 // The handler is descriptor-driven: requests and responses are
 // [google.golang.org/protobuf/types/dynamicpb] messages built from the
 // schema given with [WithFiles], so a new backend service needs no code
 // change. (Messages of the compiled-in schema use their generated types,
 // which decode faster.) Nothing is reachable unless [WithExpose] names it.
+//
+// Every browser-facing request passes the trust boundary first (trust.go,
+// docs/config.md "Trust boundary"): its Origin must be the bridge's own or
+// on the [WithAllowedOrigins] list, a page admitted only by "*" has no
+// credentials forwarded, and statuses that the gRPC client makes about the
+// connection to a backend reach browsers without addresses or other
+// internals.
 //
 // Use [NewHandler] to build a handler, [WithBackend] and [WithServiceBackend]
 // to connect it to gRPC backends, and [WithSSEOptions] to override the

@@ -41,10 +41,12 @@ import (
 // through; see [forwardedMetadata] for the keys that do not.
 //
 // The grpc.Server behind it serves nothing but the pass-through (its
-// unknown-service handler) and the bridge's own grpc.health.v1.Health, so
-// the health service answers for the bridge, never for a backend. It never
-// listens: requests reach it through [grpc.Server.ServeHTTP], which needs
-// HTTP/2 (TLS, or cleartext h2c with prior knowledge).
+// unknown-service handler), the bridge's own grpc.health.v1.Health and its
+// own server reflection (reflection_server.go), so health and reflection
+// answer for the bridge, never for a backend. It never listens: requests
+// reach it through [grpc.Server.ServeHTTP], which needs HTTP/2 (TLS, or
+// cleartext h2c with prior knowledge). Browsers never reach it: serveGRPC
+// refuses requests with an Origin or a Sec-Fetch-* header first.
 
 // mdForwardedGRPCKeys are the grpc-* metadata keys that describe the call
 // rather than one hop (trace context of OpenCensus-era tracers) and so pass
