@@ -388,9 +388,12 @@ func (b *openAPIBuilder) operation(m *method, id string, hb binding, pathParams 
 		params = append(params, b.queryParams(in, excluded)...)
 	}
 	if !m.isUnary() {
+		desc := "The last event id seen, to resume the stream (EventSource sends it on reconnect); forwarded as metadata last-event-id."
+		if m.resume != nil {
+			desc += " It also sets the request's " + string(m.resume.Name()) + "."
+		}
 		params = append(params, jsonObject{
-			"name": "Last-Event-ID", "in": "header", "schema": jsonObject{"type": "string", "maxLength": 1024},
-			"description": "The last event id seen, to resume the stream (EventSource sends it on reconnect).",
+			"name": "Last-Event-ID", "in": "header", "schema": jsonObject{"type": "string", "maxLength": 1024}, "description": desc,
 		})
 	}
 	if len(params) > 0 {
@@ -467,12 +470,20 @@ func (b *openAPIBuilder) events(m *method) jsonObject {
 		},
 		event("headers", "The backend's allow-listed response headers, at most once, before the first message.",
 			jsonObject{"data": data(ref(schemaMetadata))}),
-		event("message", "One response message; id is its cursor or sequence number, for Last-Event-ID.",
+		event("message", "One response message. "+eventIDRule(m),
 			jsonObject{"id": jsonObject{"type": "string"}, "data": data(b.schemas.message(m.desc.Output()))}),
 		event("end", "The call ended OK; the stream ends.", jsonObject{"data": data(ref(schemaFinalStatus))}),
 		event("error", "The call failed; the stream ends. A transient code (UNAVAILABLE, ABORTED) comes with retry, and EventSource reconnects.",
 			jsonObject{"retry": retry, "data": data(ref(schemaFinalStatus))}),
 	}}
+}
+
+// eventIDRule says what the id of m's message events is.
+func eventIDRule(m *method) string {
+	if m.cursor != nil {
+		return "Its id is the response's " + string(m.cursor.Name()) + " field (the method's cursor)."
+	}
+	return "Its id is a sequence number from 1 (after a numeric Last-Event-ID n, from n + 1)."
 }
 
 // pathTemplate turns a google.api.http path template into an OpenAPI path

@@ -156,6 +156,12 @@ func TestOpenAPIDemo(t *testing.T) {
 		if want := []string{"headers", "message", "end", "error"}; !slices.Equal(events, want) {
 			t.Errorf("events %v, want %v", events, want)
 		}
+		if d := dig(t, items[2], "description").(string); !strings.Contains(d, "seq field") {
+			t.Errorf("message event: %q does not name the cursor seq", d)
+		}
+		if d, _ := params(t, get)["header:Last-Event-ID"]["description"].(string); !strings.Contains(d, "after_seq") {
+			t.Errorf("Last-Event-ID: %q does not name the resume field after_seq", d)
+		}
 		wantJSON(t, "message data", dig(t, items[2], "properties", "data"),
 			`{"type":"string","contentMediaType":"application/json","contentSchema":{"$ref":"#/components/schemas/demo.v1.Tick"}}`)
 		ps := params(t, get)
