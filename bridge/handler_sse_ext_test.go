@@ -34,12 +34,18 @@ type sseEnv struct {
 	handler *bridge.Handler
 	inspect *bridgetest.InspectServer
 	client  *http.Client
-	h2      bool // served over HTTP/2 (h2c)
+	h2      bool // served over HTTP/2 (h2c, or h2 over TLS)
 }
 
-// overHTTP2 is the prefix of the subtests of TestSSEOverHTTP2, whose
-// environments serve HTTP/2.
-const overHTTP2 = "TestSSEOverHTTP2/"
+// overHTTP2 and overTLS are the prefixes of the subtests of
+// TestSSEOverHTTP2 and TestSSEOverTLS, whose environments serve HTTP/2
+// (h2c) and TLS (HTTP/1.1 or h2) instead of cleartext HTTP/1.1.
+const (
+	overHTTP2  = "TestSSEOverHTTP2/"
+	overTLSH1  = "TestSSEOverTLS/http1/"
+	overTLSH2  = "TestSSEOverTLS/h2/"
+	overTLSAny = "TestSSEOverTLS/"
+)
 
 func newSSEEnv(t *testing.T, opts ...bridge.Option) *sseEnv {
 	t.Helper()
@@ -53,17 +59,28 @@ func newSSEEnv(t *testing.T, opts ...bridge.Option) *sseEnv {
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)
 	}
-	env := &sseEnv{handler: h, inspect: inspect, client: http.DefaultClient, h2: strings.HasPrefix(t.Name(), overHTTP2)}
+	name := t.Name()
+	env := &sseEnv{handler: h, inspect: inspect, client: http.DefaultClient,
+		h2: strings.HasPrefix(name, overHTTP2) || strings.HasPrefix(name, overTLSH2)}
 	srv := httptest.NewUnstartedServer(h)
-	if env.h2 {
+	switch {
+	case strings.HasPrefix(name, overTLSAny):
+		// Over TLS an HTTP/1.1 stream takes over a *tls.Conn, which the
+		// epoll close watcher cannot watch; h2 is negotiated by ALPN.
+		srv.EnableHTTP2 = env.h2
+		srv.StartTLS()
+		env.client = srv.Client()
+	case env.h2:
 		srv.Config.Protocols = new(http.Protocols)
 		srv.Config.Protocols.SetUnencryptedHTTP2(true)
 		transport := &http.Transport{Protocols: new(http.Protocols)}
 		transport.Protocols.SetUnencryptedHTTP2(true)
 		t.Cleanup(transport.CloseIdleConnections)
 		env.client = &http.Client{Transport: transport}
+		srv.Start()
+	default:
+		srv.Start()
 	}
-	srv.Start()
 	t.Cleanup(srv.Close)
 	env.url = srv.URL
 	return env
@@ -74,19 +91,36 @@ func newSSEEnv(t *testing.T, opts ...bridge.Option) *sseEnv {
 // through the ResponseWriter, with its own ways of committing, flushing
 // and noticing that the browser left.
 func TestSSEOverHTTP2(t *testing.T) {
-	for name, test := range map[string]func(*testing.T){
-		"FramingAndIDs":             TestSSEFramingAndIDs,
-		"ResumeWithLastEventID":     TestSSEResumeWithLastEventID,
-		"ErrorsBeforeFirstByte":     TestSSEErrorsBeforeFirstByte,
-		"ErrorMidStream":            TestSSEErrorMidStream,
-		"HeartbeatCommitsSilent":    TestSSEHeartbeatCommitsSilentStream,
-		"GRPCTimeoutBoundsTheCall":  TestSSEGRPCTimeoutBoundsTheCall,
-		"ClientDisconnectCancels":   TestSSEClientDisconnectCancelsUpstream,
-		"MetadataAllowList":         TestSSEMetadataAllowList,
-		"DefaultIDsContinueAfterID": TestSSEDefaultIDsContinueAfterLastEventID,
-	} {
+	for name, test := range sseSuite {
 		t.Run(name, test)
 	}
+}
+
+// TestSSEOverTLS runs the same SSE tests over TLS, with HTTP/1.1 (the
+// takeover of a TLS connection, watched by a reading goroutine rather than
+// epoll) and with h2.
+func TestSSEOverTLS(t *testing.T) {
+	for _, proto := range []string{"http1", "h2"} {
+		t.Run(proto, func(t *testing.T) {
+			for name, test := range sseSuite {
+				t.Run(name, test)
+			}
+		})
+	}
+}
+
+// sseSuite are the SSE tests that TestSSEOverHTTP2 and TestSSEOverTLS run
+// again over other connections than cleartext HTTP/1.1.
+var sseSuite = map[string]func(*testing.T){
+	"FramingAndIDs":             TestSSEFramingAndIDs,
+	"ResumeWithLastEventID":     TestSSEResumeWithLastEventID,
+	"ErrorsBeforeFirstByte":     TestSSEErrorsBeforeFirstByte,
+	"ErrorMidStream":            TestSSEErrorMidStream,
+	"HeartbeatCommitsSilent":    TestSSEHeartbeatCommitsSilentStream,
+	"GRPCTimeoutBoundsTheCall":  TestSSEGRPCTimeoutBoundsTheCall,
+	"ClientDisconnectCancels":   TestSSEClientDisconnectCancelsUpstream,
+	"MetadataAllowList":         TestSSEMetadataAllowList,
+	"DefaultIDsContinueAfterID": TestSSEDefaultIDsContinueAfterLastEventID,
 }
 
 // do sends a request and fails the test on transport errors.
@@ -105,6 +139,9 @@ func (e *sseEnv) do(t *testing.T, method, path string, header http.Header, body 
 	}
 	if e.h2 && resp.ProtoMajor != 2 {
 		t.Fatalf("%s %s: served over %s, want HTTP/2", method, path, resp.Proto)
+	}
+	if strings.HasPrefix(t.Name(), overTLSAny) && resp.TLS == nil {
+		t.Fatalf("%s %s: served without TLS", method, path)
 	}
 	t.Cleanup(func() { _ = resp.Body.Close() })
 	return resp
