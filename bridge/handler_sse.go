@@ -79,6 +79,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, c 
 	// failed write. Every path cancels it, which ends the upstream call.
 	out := newSSEOut(h, w, m.name)
 	hijacked := r.ProtoMajor == 1 && !h.cfg.sseNoHijack && out.hijack()
+	out.compress(r, m)
 	base := r.Context()
 	if hijacked {
 		// net/http cancels the request's context when the handler returns,

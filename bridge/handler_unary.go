@@ -31,6 +31,7 @@ import (
 
 const (
 	headerAccept              = "Accept"
+	headerAcceptEncoding      = "Accept-Encoding"
 	headerContentLength       = "Content-Length"
 	headerContentTypeOptions  = "X-Content-Type-Options"
 	headerACExposeHeaders     = "Access-Control-Expose-Headers"
@@ -149,6 +150,9 @@ func (h *Handler) serveUnary(w http.ResponseWriter, r *http.Request, m *method, 
 	hdr := w.Header()
 	// The same URL answers SSE to a request that asks for events.
 	hdr.Add(headerVary, headerAccept)
+	if m.compress.JSON {
+		addVary(hdr, headerAcceptEncoding)
+	}
 	// As for SSE: a body that trickles in has the write timeout to arrive,
 	// and the deadline is cleared after a good read, since over HTTP/1.1
 	// net/http's read that notices a client leaving uses it too.
@@ -189,9 +193,13 @@ func (h *Handler) serveUnary(w http.ResponseWriter, r *http.Request, m *method, 
 	} else {
 		hdr.Set(headerContentType, contentTypeJSON)
 		hdr.Set(headerContentTypeOptions, contentTypeOptionsNoSniff)
-		hdr.Set(headerContentLength, strconv.Itoa(len(res.body)))
+		body, gzipped := compressJSON(r, m, hdr, res.body)
+		if gzipped {
+			defer putSSEBuf(body)
+		}
+		hdr.Set(headerContentLength, strconv.Itoa(len(body)))
 		w.WriteHeader(http.StatusOK)
-		_, err := w.Write(res.body)
+		_, err := w.Write(body)
 		if err == nil {
 			err = rc.Flush() // so that a failed write is seen, and counted, here
 		}

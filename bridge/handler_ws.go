@@ -61,6 +61,10 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *meth
 		HandshakeTimeout: h.cfg.writeTimeout,
 		WriteBufferPool:  wsWriteBufferPool,
 		Subprotocols:     []string{wsSubprotocol},
+		// permessage-deflate when the method opts in and the client offers
+		// it; gorilla negotiates no context takeover only, so that a
+		// compressor is the connection's only while it writes a message.
+		EnableCompression: m.compress.WebSocket,
 		// admitBrowser checked the origin before the handler was called.
 		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, _ *http.Request, httpStatus int, reason error) {
@@ -85,6 +89,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *meth
 	if err != nil {
 		return // the upgrader has answered or closed the connection
 	}
+	_ = conn.SetCompressionLevel(compressLevel) // valid; a no-op when not negotiated
 	s := newWSSession(h, m, r, conn, c, md, timeout)
 	s.obs = h.cfg.metrics.StreamStarted(m.name, TransportWebSocket, false)
 	s.serve()
@@ -617,6 +622,9 @@ func (s *wsSession) writeMessage(typ int, data []byte) {
 		s.writeFailed(err)
 		return
 	}
+	// A short message would grow (compress.go); a no-op when
+	// permessage-deflate was not negotiated.
+	s.conn.EnableWriteCompression(len(data) >= compressMinWS)
 	if err := s.conn.WriteMessage(typ, data); err != nil {
 		s.writeFailed(err)
 	}

@@ -95,6 +95,7 @@ type config struct {
 	serviceBackends   []serviceBackend
 	expose            []string
 	sseOverrides      map[string]SSEOptions
+	compressOverrides map[string]CompressionOptions // WithCompression
 	requestHeaders    []string
 	responseMetadata  []string
 	heartbeatInterval time.Duration

@@ -36,6 +36,7 @@ type method struct {
 	cursor     protoreflect.FieldDescriptor // response field for SSE ids, or nil
 	resume     protoreflect.FieldDescriptor // request field set from Last-Event-ID, or nil
 	shared     *sharedHub                   // the method's shared calls, or nil when it is not shared
+	compress   CompressionOptions           // which transports compress responses (compress.go)
 	json       *wirejson.Encoder            // SSE responses' JSON from their wire bytes, or nil for protojson only
 	log        *slog.Logger                 // the handler's, for failures the browser must not see in full
 	// safeGET: GET without Upgrade may call the method. Every method but a
@@ -142,6 +143,11 @@ func buildRoutes(c *config, files *protoregistry.Files, h *Handler) (*routes, er
 			errs = append(errs, fmt.Errorf("SSE options for %q: no such exposed method", name))
 		}
 	}
+	for name := range c.compressOverrides {
+		if rt.byPath["/"+name] == nil {
+			errs = append(errs, fmt.Errorf("compression options for %q: no such exposed method", name))
+		}
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -243,6 +249,14 @@ func newMethod(c *config, md protoreflect.MethodDescriptor) (*method, []binding,
 	}
 	if o, ok := c.sseOverrides[m.name]; ok {
 		sse = o
+	}
+	m.compress = CompressionOptions{
+		SSE:       opts.GetCompression().GetSse(),
+		WebSocket: opts.GetCompression().GetWebsocket(),
+		JSON:      opts.GetCompression().GetJson(),
+	}
+	if o, ok := c.compressOverrides[m.name]; ok {
+		m.compress = o
 	}
 	var err error
 	if m.cursor, err = scalarField(md.Output(), sse.CursorField); err != nil {
