@@ -99,6 +99,24 @@ type MethodConfig struct {
 	// share one upstream call (bridge.SSEOptions.Shared). Server-streaming
 	// methods only; false: every stream has its own call.
 	Shared bool `yaml:"shared"`
+	// Compression replaces the compression options of the method's proto
+	// (bridge.CompressionOptions); nil keeps them. An entry that sets
+	// only compression keeps the proto's SSE options too.
+	Compression *CompressionConfig `yaml:"compression"`
+}
+
+// CompressionConfig turns on compression of a method's responses per
+// transport (bridge.CompressionOptions).
+type CompressionConfig struct {
+	SSE       bool `yaml:"sse"`
+	WebSocket bool `yaml:"websocket"`
+	JSON      bool `yaml:"json"`
+}
+
+// hasSSE reports whether the entry says anything of the SSE options: an
+// entry with only compression leaves them to the proto.
+func (mc MethodConfig) hasSSE() bool {
+	return mc.Compression == nil || mc.CursorField != "" || mc.ResumeField != "" || mc.Shared
 }
 
 // defaultConfig holds the defaults of every setting.

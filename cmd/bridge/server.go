@@ -169,7 +169,12 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ls listeners) err
 	}
 	opts = append(opts, bridge.WithFiles(files))
 	for name, mc := range cfg.Methods {
-		opts = append(opts, bridge.WithSSEOptions(name, bridge.SSEOptions{CursorField: mc.CursorField, ResumeField: mc.ResumeField, Shared: mc.Shared}))
+		if mc.hasSSE() {
+			opts = append(opts, bridge.WithSSEOptions(name, bridge.SSEOptions{CursorField: mc.CursorField, ResumeField: mc.ResumeField, Shared: mc.Shared}))
+		}
+		if c := mc.Compression; c != nil {
+			opts = append(opts, bridge.WithCompression(name, bridge.CompressionOptions{SSE: c.SSE, WebSocket: c.WebSocket, JSON: c.JSON}))
+		}
 	}
 	if len(cfg.AllowOrigins) > 0 {
 		opts = append(opts, bridge.WithAllowedOrigins(cfg.AllowOrigins...))
