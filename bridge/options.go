@@ -371,6 +371,13 @@ var defaultNativeGRPCNetworks = []netip.Prefix{
 	netip.MustParsePrefix("::1/128"),
 }
 
+// DefaultNativeGRPCNetworks returns the networks whose callers may use
+// native gRPC unless [WithNativeGRPCNetworks] replaces them (loopback
+// only), in a new slice.
+func DefaultNativeGRPCNetworks() []netip.Prefix {
+	return append([]netip.Prefix(nil), defaultNativeGRPCNetworks...)
+}
+
 // WithNativeGRPCNetworks sets the networks whose callers may use native
 // gRPC pass-through (POST application/grpc). Those calls carry every
 // metadata key to the backend, with no allow-list and no per-client limit,

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"slices"
@@ -67,6 +68,7 @@ func newLogger(cfg *Config) (*slog.Logger, error) {
 // from, and the settings that silently replace a default list.
 func logStartup(log *slog.Logger, cfg *Config, v buildVersion) {
 	log.LogAttrs(context.Background(), slog.LevelInfo, "bridge starting", v.attrs()...)
+	logReplacedNetworks(log, cfg.NativeGRPCNets)
 	if len(cfg.RequestHeaders) == 0 {
 		return
 	}
@@ -96,4 +98,26 @@ func headerPatternMatches(pattern, name string) bool {
 		return strings.HasPrefix(name, prefix)
 	}
 	return pattern == name
+}
+
+// logReplacedNetworks warns when native_grpc_networks drops the loopback
+// default: a local grpcurl or health probe is then refused with
+// PERMISSION_DENIED. nets is nil when not set, and validated.
+func logReplacedNetworks(log *slog.Logger, nets []string) {
+	if nets == nil {
+		return
+	}
+	var dropped []string
+	for _, d := range bridge.DefaultNativeGRPCNetworks() {
+		if !slices.ContainsFunc(nets, func(n string) bool {
+			p := netip.MustParsePrefix(n) // validated with the config
+			return p.Bits() <= d.Bits() && p.Contains(d.Addr())
+		}) {
+			dropped = append(dropped, d.String())
+		}
+	}
+	if len(dropped) > 0 {
+		log.Warn("native_grpc_networks replaces the default list: callers from these networks can no longer use native gRPC; name them to keep them",
+			slog.Any("dropped", dropped), slog.Any("native_grpc_networks", nets))
+	}
 }

@@ -123,6 +123,16 @@ func TestStartupLog(t *testing.T) {
 			t.Errorf("dropped %q, want %q", got, want)
 		}
 	})
+	t.Run("native gRPC networks without loopback", func(t *testing.T) {
+		t.Parallel()
+		recs := logLines(t, &Config{NativeGRPCNets: []string{"10.0.0.0/8", "127.0.0.0/16"}})
+		if len(recs) != 2 || recs[1]["level"] != "WARN" || !slices.Equal(strs(recs[1]["dropped"]), []string{"127.0.0.0/8", "::1/128"}) {
+			t.Fatalf("records %v, want a warning that drops both loopback networks", recs)
+		}
+		if recs := logLines(t, &Config{NativeGRPCNets: []string{"10.0.0.0/8", "127.0.0.0/8", "::/0"}}); len(recs) != 1 {
+			t.Fatalf("records %v, want only the version: loopback is kept", recs)
+		}
+	})
 	t.Run("request headers that keep every default", func(t *testing.T) {
 		t.Parallel()
 		recs := logLines(t, &Config{RequestHeaders: []string{"x-tenant", "Authorization", "traceparent", "tracestate", "baggage", "x-*", "accept-language", "grpc-timeout"}})
