@@ -105,6 +105,43 @@ bench-quick: ## Smoke-test the benchmark harness with small counts (about 2 minu
 	go build -o .tmp/bin/bench ./cmd/bench
 	.tmp/bin/bench -quick -profile ''
 
+# The production rehearsal (reliability/rehearsal, docs/reliability.md):
+# nginx or HAProxy, three bridge processes, two demo backends and Toxiproxy,
+# under load while a script restarts, kills and degrades them. It needs
+# nginx and haproxy (Debian packages), unshare and root: the test binary
+# runs in network, mount and PID namespaces of its own (loopback only, its
+# own hosts file, every process gone when it exits).
+REHEARSAL_DIR := .tmp/rehearsal
+REHEARSAL_BIN := $(CURDIR)/$(REHEARSAL_DIR)/bin
+TOXIPROXY_VERSION := v2.5.0
+INGRESS ?= nginx
+# rehearsal-run runs the rehearsal of size $(1) behind ingress $(2) within $(3).
+rehearsal-run = cd reliability/rehearsal && ulimit -n $$(ulimit -Hn) && \
+	unshare --net --mount --pid --fork --kill-child --mount-proc \
+	env REHEARSAL_NAMESPACE=1 $(REHEARSAL_BIN)/rehearsal.test -test.run '^TestRehearsal$$' -test.v -test.timeout $(3) \
+	-rehearsal $(1) -ingress $(2) -bin $(REHEARSAL_BIN) -out $(CURDIR)/$(REHEARSAL_DIR)
+
+.PHONY: rehearsal-bin
+rehearsal-bin: ## Build the rehearsal's binaries, and install the Toxiproxy server ($(TOXIPROXY_VERSION)) beside them, outside go.mod
+	mkdir -p $(REHEARSAL_BIN)
+	go build -o $(REHEARSAL_BIN)/bridge ./cmd/bridge
+	go build -o $(REHEARSAL_BIN)/demo ./cmd/demo
+	go test -c -o $(REHEARSAL_BIN)/rehearsal.test ./reliability/rehearsal
+	@if ! go version -m $(REHEARSAL_BIN)/toxiproxy-server 2>/dev/null | grep -q 'mod.*toxiproxy/v2.*$(TOXIPROXY_VERSION)'; then \
+		echo "go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)"; \
+		GOBIN=$(REHEARSAL_BIN)/toxiproxy go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION); \
+		mv $(REHEARSAL_BIN)/toxiproxy/server $(REHEARSAL_BIN)/toxiproxy-server; \
+	fi
+
+.PHONY: rehearsal
+rehearsal: rehearsal-bin ## The full production rehearsal behind $(INGRESS) (INGRESS=haproxy): 3,000 SSE, 400 WebSockets, every fault; report in .tmp/rehearsal/report.md (under 15 minutes)
+	$(call rehearsal-run,full,$(INGRESS),16m)
+
+.PHONY: rehearsal-short
+rehearsal-short: rehearsal-bin ## The short rehearsal (CI), behind nginx then HAProxy: 300 SSE, 50 WebSockets, a rolling restart, a backend restart, latency (about 2 minutes each)
+	$(call rehearsal-run,short,nginx,6m)
+	$(call rehearsal-run,short,haproxy,6m)
+
 $(BUF): tools/package.json tools/package-lock.json
 	npm ci --prefix tools --no-audit --no-fund
 	@touch $(BUF)
