@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -128,4 +132,73 @@ func TestH2COffServesHTTP1AndRefusesHTTP2(t *testing.T) {
 		st.Code != int(codes.Unavailable) || st.Message != msgH2COff {
 		t.Fatalf("HTTP/2 with h2c off: %d %s %+v, want a JSON 505 that says why", resp.StatusCode, resp.Header.Get("Content-Type"), st)
 	}
+}
+
+// TestPlaintextGRPCOnTheTLSPortFailsAtOnce: a gRPC client without TLS on
+// the TLS port gets UNAVAILABLE at once (Go's TLS server closes a
+// connection whose first bytes are no TLS record), rather than waiting.
+func TestPlaintextGRPCOnTheTLSPortFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, _ := selfSigned(t)
+	cfg, err := parseFlags([]string{"-demo", "-tls-cert", certFile, "-tls-key", keyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dialInsecure(t, strings.TrimPrefix(startBridge(t, cfg), "http://"))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+		t.Fatalf("health without TLS on the TLS port: %v (context: %v), want UNAVAILABLE before the deadline", err, ctx.Err())
+	}
+}
+
+// TestGrpcurl runs grpcurl, the tool a new user reaches for first, against
+// the bridge: list and call on a default port (cleartext, no flag), and a
+// refusal that says why, at once, with h2c off. It needs the grpcurl
+// binary: $GRPCURL (CI installs a pinned version there) or grpcurl on PATH.
+func TestGrpcurl(t *testing.T) {
+	t.Parallel()
+	grpcurl := os.Getenv("GRPCURL")
+	if grpcurl == "" {
+		var err error
+		if grpcurl, err = exec.LookPath("grpcurl"); err != nil {
+			t.Skip("no grpcurl: set GRPCURL or put it on PATH")
+		}
+	}
+	run := func(t *testing.T, args ...string) (string, error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, grpcurl, args...).CombinedOutput()
+		if ctx.Err() != nil {
+			t.Fatalf("grpcurl %q did not finish within 20s: %s", args, out)
+		}
+		return string(out), err
+	}
+	bridgeAddr := func(t *testing.T, args ...string) string {
+		t.Helper()
+		cfg, err := parseFlags(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimPrefix(startBridge(t, cfg), "http://")
+	}
+	t.Run("default", func(t *testing.T) {
+		t.Parallel()
+		addr := bridgeAddr(t, "-demo")
+		if out, err := run(t, "-plaintext", addr, "list"); err != nil || !strings.Contains(out, "demo.v1.TickerService\n") || !strings.Contains(out, "grpc.health.v1.Health\n") {
+			t.Errorf("grpcurl list: %v\n%s", err, out)
+		}
+		if out, err := run(t, "-plaintext", "-d", `{"symbol":"ACME"}`, addr, "demo.v1.TickerService/Quote"); err != nil || !strings.Contains(out, `"symbol": "ACME"`) {
+			t.Errorf("grpcurl Quote: %v\n%s", err, out)
+		}
+	})
+	t.Run("h2c off", func(t *testing.T) {
+		t.Parallel()
+		out, err := run(t, "-plaintext", bridgeAddr(t, "-demo", "-h2c=false"), "list")
+		if err == nil || !strings.Contains(out, "code = Unavailable desc = "+msgH2COff) {
+			t.Errorf("grpcurl list with h2c off: %v\n%s\nwant a failure that says why", err, out)
+		}
+	})
 }
