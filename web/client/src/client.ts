@@ -1,6 +1,8 @@
 // BridgeClient calls the methods of generated services through the bridge:
 // the URL is the method's gRPC path, the request goes in the query string
-// (EventSource), the JSON body (fetch) or binary frames (WebSocket).
+// (EventSource), the JSON body (fetch) or binary frames (WebSocket). With
+// sessions on, watch, open and unary calls share one session
+// (grpc-session.v1) instead.
 
 import {
   create,
@@ -19,6 +21,7 @@ import {
   type FetchStreamOptions,
   type ServerStream,
 } from "./stream.js";
+import { Session, sessionWatch, type SessionOptions } from "./session.js";
 import { openWebSocket, type WebSocketCall, type WebSocketOptions } from "./websocket.js";
 
 /** A method of a generated service whose request and response types are I and O. */
@@ -32,13 +35,63 @@ export type ServerStreamingMethod<I extends DescMessage, O extends DescMessage> 
   readonly methodKind: "unary" | "server_streaming";
 };
 
+/** Options of BridgeClient. */
+export interface BridgeClientOptions {
+  /**
+   * Carry watch, open and unary calls in one session (grpc-session.v1):
+   * a WebSocket, or an event stream and POSTs where WebSockets are
+   * blocked. true, or the session's options. Default off: a connection
+   * per call.
+   */
+  sessions?: boolean | SessionOptions;
+}
+
 /** BridgeClient reaches the methods of one bridge. */
 export class BridgeClient {
+  private readonly sessionOptions: SessionOptions | undefined;
+  private current: Session | undefined;
+
   /**
    * baseUrl is the bridge's origin (or a path prefix); the default, "", is
    * the page's own origin.
    */
-  constructor(readonly baseUrl: string = "") {}
+  constructor(
+    readonly baseUrl: string = "",
+    options: BridgeClientOptions = {},
+  ) {
+    const s = options.sessions;
+    this.sessionOptions = s === true ? {} : s === false || s === undefined ? undefined : s;
+  }
+
+  /** Whether calls go over a session. */
+  get sessions(): boolean {
+    return this.sessionOptions !== undefined;
+  }
+
+  /**
+   * session returns the client's session, opening one when there is none
+   * or the last one ended; undefined when sessions are off.
+   */
+  session(): Session | undefined {
+    if (this.sessionOptions === undefined) {
+      return undefined;
+    }
+    if (this.current === undefined || this.current.ended) {
+      const s: Session = new Session(this.baseUrl, this.sessionOptions, () => {
+        if (this.current === s) {
+          this.current = undefined;
+        }
+      });
+      this.current = s;
+    }
+    return this.current;
+  }
+
+  /** closeSession ends the client's session, if one is open: its calls end CANCELED. */
+  closeSession(): void {
+    this.current?.close();
+    this.current = undefined;
+  }
 
   /** url is the URL of a method: its gRPC path, /package.Service/Method. */
   url(method: DescMethod, query?: URLSearchParams): string {
@@ -47,12 +100,19 @@ export class BridgeClient {
     return q === "" ? path : `${path}?${q}`;
   }
 
-  /** watch reads a server stream with EventSource: a GET with the request in the query string. */
+  /**
+   * watch reads a server stream with EventSource: a GET with the request in
+   * the query string; or, with sessions on, as a call in the session.
+   */
   watch<I extends DescMessage, O extends DescMessage>(
     method: ServerStreamingMethod<I, O>,
     request: MessageInitShape<I>,
     options?: EventSourceOptions,
   ): ServerStream<MessageShape<O>> {
+    const session = this.session();
+    if (session !== undefined) {
+      return sessionWatch(session, method.input, method.output, grpcPath(method), request, options);
+    }
     return openEventSource(method.output, this.url(method, queryOf(method.input, request)), options);
   }
 
@@ -69,13 +129,22 @@ export class BridgeClient {
     return fetchEventStream(method.output, this.url(method), { ...options, method: "POST", body });
   }
 
-  /** open starts a call of any kind over a WebSocket. */
+  /** open starts a call of any kind over a WebSocket; or, with sessions on, in the session. */
   open<I extends DescMessage, O extends DescMessage>(
     method: Method<I, O>,
     options?: WebSocketOptions,
   ): WebSocketCall<I, O> {
+    const session = this.session();
+    if (session !== undefined) {
+      return session.open(method.input, method.output, grpcPath(method), options);
+    }
     return openWebSocket(method.input, method.output, this.url(method), options);
   }
+}
+
+/** grpcPath is a method's gRPC path, /package.Service/Method. */
+export function grpcPath(method: DescMethod): string {
+  return `/${method.parent.typeName}/${method.name}`;
 }
 
 /**

@@ -12,7 +12,8 @@ import {
   type MessageInitShape,
   type MessageShape,
 } from "@bufbuild/protobuf";
-import type { BridgeClient, Method } from "./client.js";
+import { grpcPath, type BridgeClient, type Method } from "./client.js";
+import { sessionUnary } from "./session.js";
 import { Code, StatusError } from "./status.js";
 import { statusFromResponse } from "./stream.js";
 
@@ -44,7 +45,9 @@ export interface UnaryRequest {
 /**
  * unary calls a unary method at its gRPC path, /package.Service/Method, with
  * the request as the JSON body of a POST, and returns the response message.
- * It throws a StatusError when the call fails; see fetchUnary.
+ * It throws a StatusError when the call fails; see fetchUnary. With the
+ * client's sessions on, the call goes in the session instead, its headers
+ * as the call's metadata.
  */
 export function unary<I extends DescMessage, O extends DescMessage>(
   client: BridgeClient,
@@ -52,6 +55,10 @@ export function unary<I extends DescMessage, O extends DescMessage>(
   request: MessageInitShape<I>,
   options?: UnaryOptions,
 ): Promise<MessageShape<O>> {
+  const session = client.session();
+  if (session !== undefined) {
+    return sessionUnary(session, method.input, method.output, grpcPath(method), request, options);
+  }
   const body = toJsonString(method.input, create(method.input, request));
   return fetchUnary(method.output, client.url(method), { method: "POST", body }, options);
 }
