@@ -39,8 +39,9 @@ type Handler struct {
 	responseMD *headerMatcher
 	log        *slog.Logger
 	streams    *streams
-	updateMu   sync.Mutex  // serialises UpdateFiles
-	native     *nativeGRPC // pass-through of native gRPC requests
+	updateMu   sync.Mutex     // serialises UpdateFiles
+	native     *nativeGRPC    // pass-through of native gRPC requests
+	sessions   *sessionServer // nil unless WithSessions
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -70,6 +71,9 @@ func NewHandler(opts ...Option) (*Handler, error) {
 		return nil, fmt.Errorf("bridge: %w", err)
 	}
 	h.routes.Store(rt)
+	if h.sessions, err = newSessionServer(h); err != nil { // session.go
+		return nil, fmt.Errorf("bridge: %w", err)
+	}
 	return h, nil
 }
 
@@ -104,6 +108,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// and the health service get gRPC statuses, not a JSON 404.
 	if r.Method == http.MethodPost && strings.HasPrefix(r.Header.Get(headerContentType), contentTypeGRPCPrefix) {
 		h.serveGRPC(w, r)
+		return
+	}
+	if h.sessions != nil && r.URL.Path == sessionPath {
+		h.sessions.serveHTTP(w, r) // session_http.go
 		return
 	}
 	// EscapedPath, not Path: a percent-encoded slash or dot must not reach a

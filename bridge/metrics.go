@@ -53,6 +53,36 @@ type PanicMetrics interface {
 	StreamPanicked(method, transport string)
 }
 
+// SessionMetrics is implemented by a [Metrics] that counts sessions
+// ([WithSessions]). It is optional, as [PanicMetrics] is. The calls of a
+// session are streams of transport [TransportSession] for [Metrics].
+type SessionMetrics interface {
+	// SessionStarted counts a session created over carrier:
+	// [SessionCarrierWebSocket] or [SessionCarrierHTTP].
+	SessionStarted(carrier string)
+	// SessionEnded reports the end of a session created over carrier, with
+	// the number of calls it carried.
+	SessionEnded(carrier string, calls int)
+	// SessionResumed counts a downstream that reattached to a session
+	// after a cut, over carrier: [SessionCarrierWebSocket],
+	// [SessionCarrierSSE] or [SessionCarrierPoll] (every poll after the
+	// first is one).
+	SessionResumed(carrier string)
+	// SessionForwarded counts a request for a session that another
+	// replica owns, by outcome: [ForwardOutcomeForwarded],
+	// [ForwardOutcomeRefused] (the owner is outside the peer set) or
+	// [ForwardOutcomeFailed] (the owner could not be reached).
+	SessionForwarded(outcome string)
+}
+
+// noSessionMetrics is the [SessionMetrics] of a Metrics without them.
+type noSessionMetrics struct{}
+
+func (noSessionMetrics) SessionStarted(string)    {}
+func (noSessionMetrics) SessionEnded(string, int) {}
+func (noSessionMetrics) SessionResumed(string)    {}
+func (noSessionMetrics) SessionForwarded(string)  {}
+
 // WithMetrics sets the receiver of the handler's measurements. Defaults to
 // none.
 func WithMetrics(m Metrics) Option {

@@ -127,6 +127,18 @@ type config struct {
 	// streamJitter draws the part of spread that a stream's maximum
 	// duration is shortened by; nil: at random (streamLifetime).
 	streamJitter func(spread time.Duration) time.Duration
+	// sessions turns sessions on ([WithSessions]); nil: off.
+	sessions *SessionOptions
+}
+
+// WithSessions serves sessions (grpc-session.v1, docs/protocol.md
+// "Sessions") at /_bridge/session: many calls of any exposed methods on one
+// WebSocket, or on an event stream and POSTs where WebSockets are blocked,
+// surviving cuts of the downstream, and reachable from every replica. See
+// [SessionOptions] for what it needs and its limits. Defaults to off: the
+// path is 404.
+func WithSessions(o SessionOptions) Option {
+	return optionFunc(func(c *config) { c.sessions = &o })
 }
 
 // WithFiles sets the schema: the protobuf file descriptors in which the
