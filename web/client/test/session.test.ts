@@ -15,6 +15,7 @@ import {
 } from "../src/session_frame.js";
 import { Code } from "../src/status.js";
 import { unary } from "../src/unary.js";
+import { ChatMessageSchema, ChatService } from "../../src/gen/demo/v1/chat_pb.js";
 import { EchoRequestSchema, EchoResponseSchema, EchoService } from "../../src/gen/demo/v1/echo_pb.js";
 import { FakeWebSocket, collect } from "./fakes.js";
 
@@ -408,15 +409,17 @@ describe("BridgeClient with sessions", () => {
     const client = new BridgeClient(base, { sessions: { WebSocket: WS, fetch: bridgeFetch(hang).fetch } });
     expect(client.sessions).toBe(true);
     const ws = () => FakeWebSocket.instances[0]!;
-    const answer = unary(client, EchoService.method.echo as never, { text: "u" }, { headers: { Authorization: "Bearer t" } });
+    const answer = unary(client, ChatService.method.post, { room: "r", text: "u" }, { headers: { Authorization: "Bearer t" } });
     ws().open("grpc-session.v1");
     ws().binary(encodeFrames([hello("T")]));
     await sleep(0);
     const open = sentFrames(ws())[0]!;
     expect(open.type).toBe(FrameType.OPEN);
     expect(new TextDecoder().decode(open.payload)).toContain('{"metadata":{"authorization":["Bearer t"]}}');
-    ws().binary(encodeFrames([headers(1, 1), msg(2, 1, "u"), ok(3, 1)]));
-    expect(((await answer) as { text: string }).text).toBe("u");
+    const posted = toBinary(ChatMessageSchema, create(ChatMessageSchema, { room: "r", text: "u" }));
+    ws().binary(encodeFrames([headers(1, 1), { type: FrameType.MESSAGE, seq: 2, call: 1, payload: posted }, ok(3, 1)]));
+    expect((await answer).text).toBe("u");
+    expect(new TextDecoder().decode(open.payload)).toContain("/demo.v1.ChatService/Post");
     client.closeSession();
     expect(sentFrames(ws()).at(-1)!.type).toBe(FrameType.GOAWAY);
   });
