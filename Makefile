@@ -95,7 +95,7 @@ soak: ## Soak a bridge process with 5,000 SSE and 1,000 WebSocket clients for $(
 	SOAK_REPORT=$${SOAK_REPORT:-} go test ./reliability -run '^TestSoak$$' -soak=$(SOAK) -count=1 -v -timeout 30m
 
 .PHONY: bench
-bench: ## Benchmark the bridge against direct gRPC and grpc-gateway, idle streams and fan-out (about 3 minutes; docs/benchmarks.md)
+bench: ## Benchmark the bridge against direct gRPC and grpc-gateway, idle streams (HTTP/1.1, gzip, h2c, a burst) and fan-out (HTTP/1.1, h2c) (about 6 minutes; docs/benchmarks.md)
 	@mkdir -p .tmp/bench
 	go build -o .tmp/bin/bench ./cmd/bench
 	.tmp/bin/bench -profile .tmp/bench | tee .tmp/bench/report.md
@@ -181,6 +181,10 @@ webtest: $(WEB_DEPS) ## Run the client library's unit tests (vitest)
 .PHONY: npmpack
 npmpack: $(WEB_DEPS) ## Pack @grpcbridge/client (npm pack), install it in a scratch project, type-check and run it in Chromium against a bridge
 	BRIDGE_E2E=1 BRIDGE_NPM_PACKAGE=1 go test -count=1 -timeout 10m -run '^TestNPMPackage$$' ./e2e
+
+.PHONY: newuser
+newuser: $(BUF) $(WEB_DEPS) ## A new user's day (e2e/newuser_test.go): own proto and grpc-go backend outside the module, bridged with flags only, reached by curl, a Go WebSocket client, grpcurl and the npm client in Chromium
+	BRIDGE_E2E=1 BRIDGE_NEW_USER=1 go test -count=1 -timeout 12m -run '^TestNewUser$$' ./e2e
 
 # Installed by npm ci --prefix tools/apidocs; npm writes this file last.
 APIDOCS_DEPS := tools/apidocs/node_modules/.package-lock.json

@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -346,14 +347,18 @@ func (g *grpcEcho) close()      { g.cancel(); g.conn.Close() }
 // openSSE opens one event stream over a raw HTTP/1.1 connection and, with
 // firstMessage, reads up to its first message event. It returns the
 // connection and a reader of the body after what it read.
-func openSSE(ctx context.Context, addr, path string, bufSize int, firstMessage bool) (net.Conn, *bufio.Reader, error) {
+func openSSE(ctx context.Context, addr, path string, bufSize int, firstMessage, gzipped bool) (net.Conn, *bufio.Reader, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, err
 	}
 	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, addr); err != nil {
+	acceptEncoding := ""
+	if gzipped {
+		acceptEncoding = "Accept-Encoding: gzip\r\n"
+	}
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n", path, addr, acceptEncoding); err != nil {
 		conn.Close()
 		return nil, nil, err
 	}
@@ -368,19 +373,134 @@ func openSSE(ctx context.Context, addr, path string, bufSize int, firstMessage b
 		conn.Close()
 		return nil, nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
 	}
-	body := bufio.NewReaderSize(resp.Body, bufSize)
-	for firstMessage {
-		line, err := body.ReadSlice('\n')
-		if err != nil {
+	var raw io.Reader = resp.Body
+	if gzipped {
+		if ce := resp.Header.Get("Content-Encoding"); ce != "gzip" {
 			conn.Close()
-			return nil, nil, fmt.Errorf("before the first message: %w", err)
+			return nil, nil, fmt.Errorf("GET %s: Content-Encoding %q, want gzip", path, ce)
 		}
-		if bytes.HasPrefix(line, []byte("event: message")) {
-			firstMessage = false
+		if raw, err = gzip.NewReader(resp.Body); err != nil {
+			conn.Close()
+			return nil, nil, fmt.Errorf("GET %s: %w", path, err)
 		}
+	}
+	body := bufio.NewReaderSize(raw, bufSize)
+	if err := skipToFirstMessage(body, firstMessage); err != nil {
+		conn.Close()
+		return nil, nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return conn, body, nil
+}
+
+// h2cClients are the HTTP/2 load generators' clients: one per TCP
+// connection, each speaking cleartext HTTP/2 with prior knowledge, so that
+// every stream of client i goes over connection i (net/http keeps one
+// HTTP/2 connection per host while the server's stream limit allows).
+type h2cClients struct {
+	clients []*http.Client
+	dials   atomic.Int64 // connections dialed: the check that it is one per client
+}
+
+func newH2CClients(conns int) *h2cClients {
+	h := &h2cClients{clients: make([]*http.Client, conns)}
+	for i := range h.clients {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		var d net.Dialer
+		h.clients[i] = &http.Client{Transport: &http.Transport{
+			Protocols:          &p,
+			DisableCompression: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				h.dials.Add(1)
+				return d.DialContext(ctx, network, addr)
+			},
+		}}
+	}
+	return h
+}
+
+func (h *h2cClients) close() {
+	for _, c := range h.clients {
+		c.CloseIdleConnections()
+	}
+}
+
+// openSSEH2 opens one event stream with client (over HTTP/2) and, with
+// firstMessage, reads up to its first message event. It returns the body,
+// to close, and a reader of it after what it read.
+func openSSEH2(ctx context.Context, client *http.Client, addr, path string, bufSize int, firstMessage bool) (io.Closer, *bufio.Reader, error) {
+	// The stream outlives ctx's opening deadline: its own context never ends.
+	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		return nil, nil, fmt.Errorf("GET %s: %s %s: %s", path, resp.Proto, resp.Status, b)
+	}
+	body := bufio.NewReaderSize(resp.Body, bufSize)
+	if err := skipToFirstMessage(body, firstMessage); err != nil {
+		resp.Body.Close()
+		return nil, nil, err
+	}
+	return resp.Body, body, nil
+}
+
+// skipToFirstMessage reads, when first is set, up to the end of the first
+// line of the first message event.
+func skipToFirstMessage(body *bufio.Reader, first bool) error {
+	for first {
+		line, err := body.ReadSlice('\n')
+		if err != nil {
+			return fmt.Errorf("before the first message: %w", err)
+		}
+		if bytes.HasPrefix(line, []byte("event: message")) {
+			first = false
+		}
+	}
+	return nil
+}
+
+// openStreams opens n event streams, over HTTP/1.1 (a raw connection each)
+// or, with h2 set, over HTTP/2 spread evenly over h2's connections: first
+// one stream per connection, so that each client dials once, then the rest.
+// It returns what closes each stream and each stream's reader.
+func openStreams(ctx context.Context, n, conc int, addr, path string, bufSize int, firstMessage, gzipped bool, h2 *h2cClients,
+	opened func(i int, c io.Closer, body *bufio.Reader)) error {
+	open := func(ctx context.Context, i int) error {
+		var c io.Closer
+		var body *bufio.Reader
+		var err error
+		if h2 != nil {
+			c, body, err = openSSEH2(ctx, h2.clients[i%len(h2.clients)], addr, path, bufSize, firstMessage)
+		} else {
+			c, body, err = openSSE(ctx, addr, path, bufSize, firstMessage, gzipped)
+		}
+		if err != nil {
+			return err
+		}
+		opened(i, c, body)
+		return nil
+	}
+	if h2 == nil {
+		return openMany(ctx, n, conc, open)
+	}
+	first := min(n, len(h2.clients))
+	if err := openMany(ctx, first, conc, open); err != nil {
+		return err
+	}
+	err := openMany(ctx, n-first, conc, func(ctx context.Context, i int) error { return open(ctx, first+i) })
+	if err == nil && h2.dials.Load() != int64(first) {
+		err = fmt.Errorf("%d HTTP/2 connections dialed for %d clients", h2.dials.Load(), first)
+	}
+	return err
 }
 
 // openMany opens n streams with conc dialers, calling keep for each.
@@ -412,43 +532,59 @@ func openMany(ctx context.Context, n, conc int, open func(ctx context.Context, i
 
 // loadIdle holds n idle event streams open until told to close them.
 // Protocol: it prints "open <seconds>" when all are open, then waits for a
-// line "close" (or the end of stdin), closes them and prints "closed".
+// line "close" (or "hold <duration>", or the end of stdin), closes them and
+// prints "closed".
 func loadIdle(args []string) error {
 	fs := flag.NewFlagSet("load-idle", flag.ContinueOnError)
 	addr := fs.String("addr", "", "bridge address")
 	path := fs.String("path", "", "URL path and query of the stream")
 	n := fs.Int("n", 10000, "streams")
 	conc := fs.Int("conc", 100, "streams being opened at once")
+	gz := fs.Bool("gzip", false, "ask for gzip (Accept-Encoding) and insist on it")
+	h2conns := fs.Int("h2c", 0, "0: HTTP/1.1, a connection per stream; N: cleartext HTTP/2 over N connections, the streams spread evenly")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	conns := make([]net.Conn, *n)
+	var h2 *h2cClients
+	if *h2conns > 0 {
+		h2 = newH2CClients(*h2conns)
+		defer h2.close()
+	}
+	conns := make([]io.Closer, *n)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	err := openMany(ctx, *n, *conc, func(ctx context.Context, i int) error {
-		c, _, err := openSSE(ctx, *addr, *path, 1024, true)
-		conns[i] = c
-		return err
-	})
-	defer func() {
-		for _, c := range conns {
+	err := openStreams(ctx, *n, *conc, *addr, *path, 1024, true, *gz, h2, func(i int, c io.Closer, _ *bufio.Reader) { conns[i] = c })
+	closeAll := func() {
+		for i, c := range conns {
 			if c != nil {
 				c.Close()
+				conns[i] = nil
 			}
 		}
-	}()
+		if h2 != nil {
+			h2.close() // the connections go with their last stream
+		}
+	}
+	defer closeAll()
 	if err != nil {
 		return err
 	}
 	fmt.Printf("open %.3f\n", time.Since(start).Seconds())
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() && sc.Text() != "close" {
+		// "hold D": a burst; every stream closes D after the first began
+		// to open (at once if opening took longer).
+		if v, ok := strings.CutPrefix(sc.Text(), "hold "); ok {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return err
+			}
+			time.Sleep(time.Until(start.Add(d)))
+			break
+		}
 	}
-	for i, c := range conns {
-		c.Close()
-		conns[i] = nil
-	}
+	closeAll()
 	fmt.Println("closed")
 	return nil
 }
@@ -470,8 +606,14 @@ func loadFanout(args []string) error {
 	path := fs.String("path", "", "URL path and query of the stream")
 	n := fs.Int("n", 10000, "subscribers")
 	conc := fs.Int("conc", 200, "streams being opened at once")
+	h2conns := fs.Int("h2c", 0, "0: HTTP/1.1, a connection per subscriber; N: cleartext HTTP/2 over N connections, the subscribers spread evenly")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var h2 *h2cClients
+	if *h2conns > 0 {
+		h2 = newH2CClients(*h2conns)
+		defer h2.close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -482,16 +624,15 @@ func loadFanout(args []string) error {
 		dropped   int
 		readers   sync.WaitGroup
 	)
-	conns := make([]net.Conn, *n)
+	conns := make([]io.Closer, *n)
+	var connsMu sync.Mutex // closeAll may run while streams still open
 	start := time.Now()
-	err := openMany(ctx, *n, *conc, func(ctx context.Context, i int) error {
-		// A subscriber joining a shared stream gets its first tick only
-		// at the next tick: the 200 is enough.
-		c, body, err := openSSE(ctx, *addr, *path, 4096, false)
-		if err != nil {
-			return err
-		}
+	// A subscriber joining a shared stream gets its first tick only at the
+	// next tick: the 200 is enough.
+	err := openStreams(ctx, *n, *conc, *addr, *path, 4096, false, false, h2, func(i int, c io.Closer, body *bufio.Reader) {
+		connsMu.Lock()
 		conns[i] = c
+		connsMu.Unlock()
 		readers.Go(func() {
 			var mine []time.Duration
 			inMessage := false
@@ -517,14 +658,15 @@ func loadFanout(args []string) error {
 			}
 			mu.Unlock()
 		})
-		return nil
 	})
 	closeAll := func() {
+		connsMu.Lock()
 		for _, c := range conns {
 			if c != nil {
 				c.Close()
 			}
 		}
+		connsMu.Unlock()
 		readers.Wait()
 	}
 	if err != nil {

@@ -8,14 +8,16 @@
 //  2. WebSocket bidi echo through the bridge against direct gRPC bidi:
 //     round-trip latency and throughput;
 //  3. many idle SSE streams: the bridge's memory and goroutines per stream,
-//     and how fast both return when the clients leave;
+//     and how fast both return when the clients leave, then after a short
+//     burst of streams (3gz: gzipped; 3h2: over h2c);
 //  4. fan-out of one shared upstream stream to many SSE subscribers:
-//     delivery latency and CPU per delivered message.
+//     delivery latency and CPU per delivered message (4h2: over h2c
+//     connections against HTTP/1.1 ones, interleaved).
 //
 // The machines are shared and noisy, so it reports ratios between runs
 // made side by side, never pass or fail. Usage:
 //
-//	bench [-quick] [-scenarios 1,2,3,4] [-profile dir]
+//	bench [-quick] [-scenarios 1,2,3,3gz,3h2,4,4h2] [-profile dir]
 //
 // The subcommands gateway, load-stream, load-ws, load-idle and load-fanout
 // are the child processes it starts; they are not meant to be run by hand.
@@ -60,25 +62,30 @@ func main() {
 
 // config is the harness's settings.
 type config struct {
-	scenarios   []string
-	rounds      int           // scenario 1 and 2: interleaved rounds per target
-	streamDur   time.Duration // scenario 1: measured time of each run
-	rtts        int           // scenario 2: sequential round trips per run
-	pipeDur     time.Duration // scenario 2: pipelined run time
-	idle        int           // scenario 3: idle streams
-	subscribers int           // scenario 4
-	tick        time.Duration // scenario 4: ticker interval
-	fanoutDur   time.Duration // scenario 4: measured time
-	unshared    bool          // scenario 4: also measure without sharing
-	profileDir  string        // "": no profiles
-	keep        bool          // keep the work directory
+	scenarios     []string
+	rounds        int           // scenario 1 and 2: interleaved rounds per target
+	streamDur     time.Duration // scenario 1: measured time of each run
+	rtts          int           // scenario 2: sequential round trips per run
+	pipeDur       time.Duration // scenario 2: pipelined run time
+	idle          int           // scenario 3: idle streams
+	subscribers   int           // scenario 4
+	tick          time.Duration // scenario 4: ticker interval
+	fanoutDur     time.Duration // scenario 4: measured time
+	unshared      bool          // scenario 4: also measure without sharing
+	h2Conns       int           // scenarios 3h2 and 4h2: HTTP/2 connections
+	fanoutRounds  int           // scenario 4h2: interleaved rounds per transport
+	burst         time.Duration // scenario 3: the burst's length; 0: none
+	burstRounds   int           // scenario 3: burst rounds per bridge binary
+	compareBridge string        // scenario 3's burst: another bridge binary to interleave with
+	profileDir    string        // "": no profiles
+	keep          bool          // keep the work directory
 }
 
 func harnessMain(args []string) error {
 	c := config{}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	quick := fs.Bool("quick", false, "small counts and short runs: a smoke test of the harness (about a minute)")
-	scen := fs.String("scenarios", "1,2,3,4", "scenarios to run, comma-separated")
+	scen := fs.String("scenarios", "1,2,3,3gz,3h2,4,4h2", "scenarios to run, comma-separated (3gz: scenario 3 with the streams gzipped; 3h2, 4h2: scenarios 3 and 4 over h2c)")
 	fs.IntVar(&c.rounds, "rounds", 5, "interleaved runs per target in scenarios 1 and 2")
 	fs.DurationVar(&c.streamDur, "dur", 3*time.Second, "measured time of each scenario 1 run")
 	fs.IntVar(&c.rtts, "rtts", 2000, "sequential round trips per scenario 2 run")
@@ -88,15 +95,24 @@ func harnessMain(args []string) error {
 	fs.DurationVar(&c.tick, "tick", time.Second, "ticker interval in scenario 4 (200ms saturates 2 cores at 10,000 subscribers)")
 	fs.DurationVar(&c.fanoutDur, "fanout-dur", 10*time.Second, "measured time of scenario 4")
 	fs.BoolVar(&c.unshared, "unshared", true, "scenario 4: also measure the same load without sharing, for comparison")
+	fs.IntVar(&c.h2Conns, "h2-conns", 100, "scenarios 3h2 and 4h2: h2c connections the streams are spread over")
+	fs.IntVar(&c.fanoutRounds, "fanout-rounds", 2, "scenario 4h2: interleaved rounds per transport")
+	fs.DurationVar(&c.burst, "burst", 3*time.Second, "scenario 3: then a burst of -idle streams that all close this long after the first began to open; 0: none")
+	fs.IntVar(&c.burstRounds, "burst-rounds", 1, "scenario 3: burst rounds per bridge binary")
+	fs.StringVar(&c.compareBridge, "compare-bridge", "", "scenario 3's burst: also run this bridge `binary` (an older build, say), interleaved with the one built")
 	fs.StringVar(&c.profileDir, "profile", ".tmp/bench", "save CPU, heap and goroutine profiles of the bridge (scenarios 1 and 3) in this `dir`; empty: none")
 	fs.BoolVar(&c.keep, "keep", false, "keep the work directory (binaries, process logs)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	c.scenarios = strings.Split(*scen, ",")
+	if c.h2Conns < 1 || c.burstRounds < 1 || c.fanoutRounds < 1 {
+		return fmt.Errorf("-h2-conns, -burst-rounds and -fanout-rounds must be at least 1")
+	}
 	if *quick {
 		c.rounds, c.streamDur, c.rtts, c.pipeDur = 2, time.Second, 500, 500*time.Millisecond
 		c.idle, c.subscribers, c.fanoutDur, c.unshared = 1000, 1000, 3*time.Second, false
+		c.h2Conns, c.fanoutRounds = 10, 1
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -139,8 +155,11 @@ func harnessMain(args []string) error {
 	}{
 		{"1", h.scenarioStream},
 		{"2", h.scenarioEcho},
-		{"3", h.scenarioIdle},
+		{"3", func(ctx context.Context) error { return h.scenarioIdle(ctx, "3") }},
+		{"3gz", func(ctx context.Context) error { return h.scenarioIdle(ctx, "3gz") }},
+		{"3h2", func(ctx context.Context) error { return h.scenarioIdle(ctx, "3h2") }},
 		{"4", h.scenarioFanout},
+		{"4h2", h.scenarioFanoutH2},
 	} {
 		if !slices.Contains(c.scenarios, s.id) {
 			continue
@@ -253,6 +272,11 @@ type bridgeProc struct {
 // startBridge starts the bridge in front of backend, exposing demo.v1.*,
 // with extra flags, and with pprof on a side port when profile is set.
 func (h *harness) startBridge(name, backend string, profile bool, extra ...string) (*bridgeProc, error) {
+	return h.startBridgeBin(name, h.bins.bridge, backend, profile, extra...)
+}
+
+// startBridgeBin is startBridge with another bridge binary.
+func (h *harness) startBridgeBin(name, bin, backend string, profile bool, extra ...string) (*bridgeProc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -266,7 +290,7 @@ func (h *harness) startBridge(name, backend string, profile bool, extra ...strin
 		env = append(env, "GRPCBRIDGE_BENCH_PPROF="+b.pprofAddr)
 	}
 	args := append([]string{"-addr", addr, "-backend", backend, "-expose", "demo.v1.*", "-log-level", "warn"}, extra...)
-	p, err := startProc(h.work, name, h.bins.bridge, args, env)
+	p, err := startProc(h.work, name, bin, args, env)
 	if err != nil {
 		return nil, err
 	}

@@ -168,17 +168,54 @@ func (h *harness) scenarioEcho(ctx context.Context) error {
 	return nil
 }
 
+// idleVariant is one kind of scenario 3: how the streams are carried.
+type idleVariant struct {
+	name       string   // of the bridge's log and the profiles: idle, idle-gzip, idle-h2
+	title      string   // appended to the section's title
+	transport  string   // how each stream travels, for the report
+	bridgeArgs []string // extra flags of the bridge
+	genArgs    []string // extra flags of load-idle
+}
+
+// idleVariant returns scenario 3's variant id: 3 (HTTP/1.1), 3gz (HTTP/1.1,
+// gzip) or 3h2 (h2c: c.h2Conns connections).
+func (h *harness) idleVariant(id string) (idleVariant, error) {
+	c := h.cfg
+	h1 := "over HTTP/1.1 (its own TCP connection)"
+	switch id {
+	case "3gz":
+		cfg := filepath.Join(h.work, "bridge-idle-gzip.yaml")
+		if err := os.WriteFile(cfg, []byte("methods:\n  demo.v1.TickerService/Watch:\n    compression: {sse: true}\n"), 0o644); err != nil {
+			return idleVariant{}, err
+		}
+		return idleVariant{name: "idle-gzip", title: ", gzip (3gz)", transport: h1 + ", gzipped", bridgeArgs: []string{"-config", cfg}, genArgs: []string{"-gzip"}}, nil
+	case "3h2":
+		return idleVariant{name: "idle-h2", title: fmt.Sprintf(" over HTTP/2 (3h2: h2c, %d connections)", c.h2Conns),
+			transport: fmt.Sprintf("over cleartext HTTP/2 with prior knowledge (h2c), %d streams on each of %d connections", c.idle/c.h2Conns, c.h2Conns),
+			genArgs:   []string{"-h2c", strconv.Itoa(c.h2Conns)},
+		}, nil
+	}
+	return idleVariant{name: "idle", transport: h1}, nil
+}
+
 // scenarioIdle is scenario 3: idle SSE streams held by a load generator in
 // its own process; the bridge's RSS and goroutines per stream, and their
-// return to the baseline after the clients leave.
-func (h *harness) scenarioIdle(ctx context.Context) error {
+// return to the baseline after the clients leave. Variant 3gz turns the
+// method's SSE compression on and every stream asks for gzip: what
+// compression costs an idle stream; 3h2 carries the streams over h2c.
+func (h *harness) scenarioIdle(ctx context.Context, id string) error {
 	c := h.cfg
-	h.printf("\n## 3. %d concurrent idle SSE streams\n\n", c.idle)
+	v, err := h.idleVariant(id)
+	if err != nil {
+		return err
+	}
+	name, title, extra, genArgs := v.name, v.title, v.bridgeArgs, v.genArgs
+	h.printf("\n## 3. %d concurrent idle SSE streams%s\n\n", c.idle, title)
 	backend, err := h.startDemo()
 	if err != nil {
 		return err
 	}
-	br, err := h.startBridge("bridge-idle", backend, c.profileDir != "")
+	br, err := h.startBridge("bridge-"+name, backend, c.profileDir != "", extra...)
 	if err != nil {
 		return err
 	}
@@ -202,10 +239,10 @@ func (h *harness) scenarioIdle(ctx context.Context) error {
 	}
 	// No shared config here: every stream is its own upstream call.
 	path := "/demo.v1.TickerService/Watch?symbol=IDLE&interval_ms=3600000"
-	h.printf("Each stream: `GET %s` over HTTP/1.1 (its own TCP connection); the first tick comes at once, then nothing but the 15 s heartbeat. "+
-		"The bridge's RSS is VmRSS from /proc, its goroutines go_goroutines from /metrics.\n\n", path)
+	h.printf("Each stream: `GET %s` %s; the first tick comes at once, then nothing but the 15 s heartbeat. "+
+		"The bridge's RSS is VmRSS from /proc, its goroutines go_goroutines from /metrics.\n\n", path, v.transport)
 	h.progress("idle: opening %d streams", c.idle)
-	gen, err := h.bins.startSession("load-idle", "-addr", br.addr, "-path", path, "-n", strconv.Itoa(c.idle))
+	gen, err := h.bins.startSession(append([]string{"load-idle", "-addr", br.addr, "-path", path, "-n", strconv.Itoa(c.idle)}, genArgs...)...)
 	if err != nil {
 		return err
 	}
@@ -242,8 +279,8 @@ func (h *harness) scenarioIdle(ctx context.Context) error {
 
 	var heapFile, goroutineFile string
 	if c.profileDir != "" {
-		heapFile = filepath.Join(c.profileDir, "idle-heap.pprof")
-		goroutineFile = filepath.Join(c.profileDir, "idle-goroutines.txt")
+		heapFile = filepath.Join(c.profileDir, name+"-heap.pprof")
+		goroutineFile = filepath.Join(c.profileDir, name+"-goroutines.txt")
 		// gc=1: the profile of the live heap, after a collection. The
 		// figures above include the garbage of opening the streams
 		// (net/http's buffers of hijacked connections among it), which the
@@ -320,7 +357,124 @@ func (h *harness) scenarioIdle(ctx context.Context) error {
 			pprofTop(ctx, heapFile, 20, "-sample_index=inuse_space"))
 		h.printf("\nBridge goroutines at %d streams, by where they wait (%s):\n\n```\n%s```\n", c.idle, goroutineFile, topGoroutines(goroutineFile, 10))
 	}
+	if id == "3" && c.burst > 0 {
+		h.stopAll()
+		return h.burst(ctx)
+	}
 	return nil
+}
+
+// burst is scenario 3's last part: c.idle streams open and all close
+// c.burst after the first began to open, on a fresh bridge; then its RSS
+// every 250 ms until it is back within 2x its baseline. With
+// c.compareBridge, rounds alternate between that binary and the one built.
+func (h *harness) burst(ctx context.Context) error {
+	c := h.cfg
+	h.printf("\n### 3b. A burst: %d streams that all close %v after the first began to open\n\n", c.idle, c.burst)
+	bins := []struct{ name, bin string }{{"this bridge", h.bins.bridge}}
+	if c.compareBridge != "" {
+		bins = append(bins, struct{ name, bin string }{"-compare-bridge " + filepath.Base(c.compareBridge), c.compareBridge})
+	}
+	h.printf("Over HTTP/1.1, as scenario 3; a fresh bridge each round, warmed by one stream; %d round(s) per binary, interleaved. "+
+		"RSS (VmRSS) every 250 ms after the last stream closed, for up to 20 s.\n\n", c.burstRounds)
+	h.printf("| round | bridge | baseline RSS | peak RSS seen | streams opened in | RSS at 1 s, 2 s, 5 s, 10 s after (MiB) | within 2x baseline |\n|---|---|---|---|---|---|---|\n")
+	back := make(map[string][]float64) // seconds; 20+ for never
+	const never = 20 * time.Second
+	for round := range c.burstRounds {
+		for j := range bins {
+			b := bins[(j+round)%len(bins)] // alternate which goes first
+			h.progress("burst: round %d, %s", round+1, b.name)
+			r, err := h.burstOnce(ctx, b.bin)
+			h.stopAll()
+			if err != nil {
+				return err
+			}
+			at := func(d time.Duration) string {
+				i := int(d/(250*time.Millisecond)) - 1
+				if i < len(r.series) {
+					return fmt.Sprintf("%.0f", mib(r.series[i]))
+				}
+				return "-"
+			}
+			when := durOrNever(r.back, fmt.Sprintf("not within %v", never))
+			h.printf("| %d | %s | %.1f MiB | %.1f MiB | %s s | %s, %s, %s, %s | %s |\n", round+1, b.name, mib(r.rss0), mib(r.peak), r.openSecs,
+				at(time.Second), at(2*time.Second), at(5*time.Second), at(10*time.Second), when)
+			if r.back < 0 {
+				r.back = never
+			}
+			back[b.name] = append(back[b.name], r.back.Seconds())
+		}
+	}
+	h.printf("\n")
+	for _, b := range bins {
+		h.printf("- %s: back within 2x baseline after **%.2f s** (median of %d; target within 10 s)\n", b.name, median(back[b.name]), len(back[b.name]))
+	}
+	return nil
+}
+
+type burstResult struct {
+	rss0, peak int64
+	openSecs   string
+	series     []int64       // RSS every 250 ms after the streams closed
+	back       time.Duration // -1: not within 20 s
+}
+
+func (h *harness) burstOnce(ctx context.Context, bin string) (*burstResult, error) {
+	c := h.cfg
+	backend, err := h.startDemo()
+	if err != nil {
+		return nil, err
+	}
+	br, err := h.startBridgeBin("bridge-burst", bin, backend, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := warmSSE(br.addr); err != nil {
+		return nil, err
+	}
+	time.Sleep(time.Second)
+	r := &burstResult{back: -1}
+	if r.rss0, _, err = procStat(br.pid()); err != nil {
+		return nil, err
+	}
+	gen, err := h.bins.startSession("load-idle", "-addr", br.addr, "-path", "/demo.v1.TickerService/Watch?symbol=BURST&interval_ms=3600000", "-n", strconv.Itoa(c.idle))
+	if err != nil {
+		return nil, err
+	}
+	defer gen.close(10 * time.Second)
+	if r.openSecs, err = gen.expect("open"); err != nil {
+		return nil, err
+	}
+	if r.peak, _, err = procStat(br.pid()); err != nil {
+		return nil, err
+	}
+	if err := gen.send("hold " + c.burst.String()); err != nil {
+		return nil, err
+	}
+	if _, err := gen.expect("closed"); err != nil {
+		return nil, err
+	}
+	left := time.Now()
+	for t := 250 * time.Millisecond; t <= 20*time.Second; t += 250 * time.Millisecond {
+		select {
+		case <-time.After(time.Until(left.Add(t))):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		rss, _, err := procStat(br.pid())
+		if err != nil {
+			return nil, err
+		}
+		r.peak = max(r.peak, rss)
+		r.series = append(r.series, rss)
+		if rss <= 2*r.rss0 && r.back < 0 {
+			r.back = time.Since(left)
+		}
+		if r.back >= 0 && t >= 10*time.Second {
+			break
+		}
+	}
+	return r, nil
 }
 
 // scenarioFanout is scenario 4: one upstream ticker shared by many SSE
@@ -332,8 +486,8 @@ func (h *harness) scenarioFanout(ctx context.Context) error {
 	h.printf("Every subscriber: `GET %s` (the same request), over its own HTTP/1.1 connection, from one load-generator process. "+
 		"Latency: the subscriber's receive time minus the tick's `time` field (set by the backend; same machine, same clock). "+
 		"CPU: the bridge's utime+stime over the measured %v divided by the ticks delivered in it.\n\n", path, c.fanoutDur)
-	conf := filepath.Join(h.work, "shared.yaml")
-	if err := os.WriteFile(conf, []byte("methods:\n  \"demo.v1.TickerService/Watch\": {shared: true}\n"), 0o644); err != nil {
+	conf, err := h.sharedConfig()
+	if err != nil {
 		return err
 	}
 	shared, err := h.fanout(ctx, path, c.profileDir != "", "-config", conf)
@@ -376,6 +530,70 @@ func (h *harness) scenarioFanout(ctx context.Context) error {
 	return nil
 }
 
+// sharedConfig writes the bridge config that shares the ticker.
+func (h *harness) sharedConfig() (string, error) {
+	conf := filepath.Join(h.work, "shared.yaml")
+	return conf, os.WriteFile(conf, []byte("methods:\n  \"demo.v1.TickerService/Watch\": {shared: true}\n"), 0o644)
+}
+
+// scenarioFanoutH2 is scenario 4h2: the shared fan-out of scenario 4 with
+// the subscribers over h2c, c.h2Conns connections, against the same over
+// HTTP/1.1, a connection each; c.fanoutRounds interleaved rounds.
+func (h *harness) scenarioFanoutH2(ctx context.Context) error {
+	c := h.cfg
+	h.printf("\n## 4h2. Fan-out over HTTP/2: %d SSE subscribers over %d h2c connections against %d HTTP/1.1 connections\n\n",
+		c.subscribers, c.h2Conns, c.subscribers)
+	path := fmt.Sprintf("/demo.v1.TickerService/Watch?symbol=FAN&interval_ms=%d", c.tick.Milliseconds())
+	h.printf("As scenario 4 with `shared: true`: `GET %s`; over HTTP/2 the subscribers are spread evenly over the connections "+
+		"(%d on each; one net/http client per connection, cleartext HTTP/2 with prior knowledge). %d interleaved round(s) of %v each; "+
+		"a fresh bridge every run.\n\n", path, c.subscribers/c.h2Conns, c.fanoutRounds, c.fanoutDur)
+	conf, err := h.sharedConfig()
+	if err != nil {
+		return err
+	}
+	targets := []struct {
+		name    string
+		genArgs []string
+	}{{"HTTP/1.1", nil}, {"h2c", []string{"-h2c", strconv.Itoa(c.h2Conns)}}}
+	res := make(map[string][]*fanoutFigures)
+	h.printf("| round | transport | p50 | p99 | max | ticks delivered | bridge CPU µs per delivered tick | load generator CPU µs per tick | bridge goroutines | bridge RSS | dropped |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for round := range c.fanoutRounds {
+		for j := range targets {
+			t := targets[(j+round)%len(targets)]
+			profile := c.profileDir != "" && round == 0 && t.genArgs != nil
+			f, err := h.fanoutOver(ctx, path, profile, t.genArgs, "-config", conf)
+			h.stopAll()
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			res[t.name] = append(res[t.name], f)
+			h.printf("| %d | %s | %v | %v | %v | %d | %.2f | %.2f | %d | %.0f MiB | %d |\n", round+1, t.name,
+				f.res.Latency.P50.Round(10*time.Microsecond), f.res.Latency.P99.Round(10*time.Microsecond), f.res.Latency.Max.Round(10*time.Microsecond),
+				f.res.Messages, f.cpuPerMsg, f.genCPU, f.goroutines, mib(f.rss), f.res.Dropped)
+			if f.profile != "" {
+				defer h.printf("\nBridge CPU profile of the h2c fan-out (%s), top 25 by flat time:\n\n```\n%s```\n", f.profile, pprofTop(ctx, f.profile, 25))
+			}
+		}
+	}
+	med := func(name string, pick func(*fanoutFigures) float64) float64 {
+		var xs []float64
+		for _, f := range res[name] {
+			xs = append(xs, pick(f))
+		}
+		return median(xs)
+	}
+	p50 := func(f *fanoutFigures) float64 { return float64(f.res.Latency.P50) / float64(time.Millisecond) }
+	p99 := func(f *fanoutFigures) float64 { return float64(f.res.Latency.P99) / float64(time.Millisecond) }
+	cpu := func(f *fanoutFigures) float64 { return f.cpuPerMsg }
+	h.printf("\n| median | p50 | p99 | bridge CPU µs per delivery |\n|---|---|---|---|\n")
+	for _, t := range targets {
+		h.printf("| %s | %.1f ms | %.1f ms | %.2f |\n", t.name, med(t.name, p50), med(t.name, p99), med(t.name, cpu))
+	}
+	h.printf("\n- h2c / HTTP/1.1: p50 **%.2fx**, p99 **%.2fx**, CPU per delivery **%.2fx**\n",
+		ratio(med("h2c", p50), med("HTTP/1.1", p50)), ratio(med("h2c", p99), med("HTTP/1.1", p99)), ratio(med("h2c", cpu), med("HTTP/1.1", cpu)))
+	return nil
+}
+
 // configRejected tells that the bridge refused the shared-stream config.
 type configRejected struct{ msg string }
 
@@ -392,6 +610,11 @@ type fanoutFigures struct {
 }
 
 func (h *harness) fanout(ctx context.Context, path string, profile bool, extra ...string) (*fanoutFigures, error) {
+	return h.fanoutOver(ctx, path, profile, nil, extra...)
+}
+
+// fanoutOver is fanout with extra flags of the load generator (genArgs).
+func (h *harness) fanoutOver(ctx context.Context, path string, profile bool, genArgs []string, extra ...string) (*fanoutFigures, error) {
 	c := h.cfg
 	backend, err := h.startDemo()
 	if err != nil {
@@ -408,7 +631,7 @@ func (h *harness) fanout(ctx context.Context, path string, profile bool, extra .
 		return nil, err
 	}
 	h.progress("fan-out %v: opening %d subscribers", extra, c.subscribers)
-	gen, err := h.bins.startSession("load-fanout", "-addr", br.addr, "-path", path, "-n", strconv.Itoa(c.subscribers))
+	gen, err := h.bins.startSession(append([]string{"load-fanout", "-addr", br.addr, "-path", path, "-n", strconv.Itoa(c.subscribers)}, genArgs...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -438,6 +661,9 @@ func (h *harness) fanout(ctx context.Context, path string, profile bool, extra .
 	if profile {
 		// Over most of the measured time; 100 Hz sampling costs little.
 		f.profile = filepath.Join(c.profileDir, "fanout-cpu.pprof")
+		if len(genArgs) > 0 {
+			f.profile = filepath.Join(c.profileDir, "fanout-h2-cpu.pprof")
+		}
 		secs := max(1, int(c.fanoutDur.Seconds())-2)
 		go func() {
 			profiled <- fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", br.pprofAddr, secs), f.profile, c.fanoutDur+30*time.Second)
