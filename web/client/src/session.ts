@@ -130,6 +130,7 @@ export class Session {
   private closed = false;
   private resumes = 0;
   private viaWebSocket = false; // the carrier of the upstream: the WebSocket, or POSTs
+  private fellBack: SessionCarrier | undefined; // this session's HTTP carrier, once it left the WebSocket
 
   // Upstream: the last seq used, the frames not acknowledged, the highest
   // seq written on the current WebSocket.
@@ -267,7 +268,7 @@ export class Session {
     if (this.closed) {
       return;
     }
-    let choice = choices.get(this.url) ?? "websocket";
+    let choice = this.fellBack ?? choices.get(this.url) ?? "websocket";
     if (choice === "websocket" && this.opts.webSocket === false) {
       choice = "sse";
     }
@@ -345,12 +346,20 @@ export class Session {
     return this.opts.handshakeTimeoutMs ?? 3000;
   }
 
-  /** fallBack gives up on WebSockets for this page and goes on with the HTTP carrier. */
+  /**
+   * fallBack gives up on WebSockets and goes on with the HTTP carrier: for
+   * the page, unless a WebSocket session worked on it before (then a failed
+   * reattach is more likely a lost session or a network down, which the
+   * HTTP carrier tells apart), and for this session in any case.
+   */
   private fallBack(why: string): void {
     if (this.closed) {
       return;
     }
-    choices.set(this.url, "sse");
+    if (choices.get(this.url) !== "websocket") {
+      choices.set(this.url, "sse");
+    }
+    this.fellBack = "sse";
     this.viaWebSocket = false;
     this.setState(this.token === "" ? "connecting" : "reconnecting", unavailable(why));
     void this.connectHTTP("sse");
@@ -440,6 +449,7 @@ export class Session {
         // A proxy that holds responses until they end: poll instead.
         this.down = undefined;
         choices.set(this.url, "poll");
+        this.fellBack = "poll";
         this.setState("reconnecting", unavailable(`the event stream showed no first byte within ${timeout} ms; polling`));
         void this.poll();
         return;
@@ -671,7 +681,12 @@ export class Session {
         if (res !== undefined && res.status === 200) {
           this.receive(new Uint8Array(await res.arrayBuffer()), false);
           failedAt = undefined;
-          attempt = 0;
+          if (out.length > 0 && this.unacked[0] === out[0]) {
+            // Answered but not acknowledged: wait before sending it again.
+            await new Promise((r) => setTimeout(r, Math.min(maxBackoffMs, 100 * 2 ** attempt++)));
+          } else {
+            attempt = 0;
+          }
           continue;
         }
         // Not taken: the ACK is due again, and the frames are still kept.

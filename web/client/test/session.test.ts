@@ -404,6 +404,42 @@ describe("Session carrier choice", () => {
   });
 });
 
+describe("Session grace period and pings", () => {
+  it("ends its calls UNAVAILABLE when the downstream stays cut past the grace period", async () => {
+    let gets = 0;
+    const { fetch } = bridgeFetch((r) => {
+      if (r.method === "POST") {
+        return octets(r.url.search === "" ? [hello("T")] : [ack(1)]);
+      }
+      gets++;
+      if (gets > 1) {
+        return Promise.reject(new TypeError("network error"));
+      }
+      const es = new EventStream();
+      es.send([hello("T")]); // graceMs 1000
+      setTimeout(() => es.end(), 10);
+      return es.response;
+    });
+    const s = session({ WebSocket: WS, fetch, webSocket: false });
+    const call = s.open(EchoRequestSchema, EchoResponseSchema, echoPath);
+    const started = Date.now();
+    const st = await call.status;
+    expect(st.code).toBe(Code.UNAVAILABLE);
+    expect(st.message).toContain("grace period of 1000 ms");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+    expect(gets).toBeGreaterThan(2); // retried with a back-off meanwhile
+  });
+
+  it("answers a PING with a PONG of the same bytes", async () => {
+    session({ WebSocket: WS, fetch: bridgeFetch(hang).fetch });
+    const ws = FakeWebSocket.instances[0]!;
+    ws.open("grpc-session.v1");
+    ws.binary(encodeFrames([hello("T"), { type: FrameType.PING, seq: 0, call: 0, payload: new Uint8Array([1, 2, 3]) }]));
+    await sleep(0);
+    expect(sentFrames(ws).map((f) => [f.type, [...f.payload]])).toEqual([[FrameType.PONG, [1, 2, 3]]]);
+  });
+});
+
 describe("BridgeClient with sessions", () => {
   it("carries unary calls in the session, headers as metadata", async () => {
     const client = new BridgeClient(base, { sessions: { WebSocket: WS, fetch: bridgeFetch(hang).fetch } });
