@@ -58,6 +58,13 @@ type Config struct {
 	ServiceName       string                  `yaml:"service_name"`
 	LogFormat         string                  `yaml:"log_format"`
 	LogLevel          string                  `yaml:"log_level"`
+	// Sessions (sessions.go).
+	SessionKeyFile    string        `yaml:"session_key_file"`
+	AdvertiseAddr     string        `yaml:"advertise_addr"`
+	SessionPeers      []string      `yaml:"session_peers"`
+	SessionGrace      time.Duration `yaml:"session_grace"`
+	SessionMaxCalls   int           `yaml:"session_max_calls"`
+	SessionsPerClient int           `yaml:"sessions_per_client"`
 }
 
 // BackendConfig is one upstream gRPC target and the services it serves.
@@ -228,6 +235,12 @@ func parseFlags(args []string) (*Config, error) {
 	fs.DurationVar(&c.SchemaRefresh, "schema-refresh", c.SchemaRefresh, "how often to reload the schema from the backends' server reflection, when it comes from there")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
+	fs.StringVar(&c.SessionKeyFile, "session-key-file", "", "serve sessions (/_bridge/session: many calls on one WebSocket, or SSE plus POST where WebSockets are blocked), with the token keys in this `file`: one per line, at least 32 bytes, the first signs (two while rotating); replicas share it. -demo without it makes up a key")
+	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", "", "this replica's internal `ip:port`, named in its session tokens, where the other replicas forward requests for its sessions; default: none (a single replica, or sticky load balancing)")
+	fs.Var((*listFlag)(&c.SessionPeers), "session-peers", "forward session requests only to owners in this `CIDR or DNS name` (a headless Service, resolved every 10 s), and take forwarded ones only from it (repeatable; default: forward nothing)")
+	fs.DurationVar(&c.SessionGrace, "session-grace", 0, "how long a session waits for its downstream to come back after a cut before its calls end; 0: 30s")
+	fs.IntVar(&c.SessionMaxCalls, "session-max-calls", 0, "most calls open at once in one session; 0: 100")
+	fs.IntVar(&c.SessionsPerClient, "sessions-per-client", 0, "most sessions open at once from one client IP; 0: 8")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -320,6 +333,9 @@ func (c *Config) validate() error {
 	}
 	if c.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("-shutdown-delay cannot be negative, got %v", c.ShutdownDelay))
+	}
+	if c.SessionGrace < 0 || c.SessionMaxCalls < 0 || c.SessionsPerClient < 0 {
+		errs = append(errs, errors.New("session limits cannot be negative"))
 	}
 	errs = append(errs, c.validateListeners()...)
 	if c.MaxStreams < 0 || c.MaxClientStreams < 0 || c.MaxStreamDuration < 0 {

@@ -25,6 +25,8 @@ type promMetrics struct {
 	slowDrops    *prometheus.CounterVec
 	wsCloses     *prometheus.CounterVec
 	panics       *prometheus.CounterVec
+
+	*promSessions // session_metrics.go
 }
 
 var (
@@ -60,6 +62,7 @@ func newPromMetrics(reg prometheus.Registerer, namespace string) *promMetrics {
 			Help: "Panics recovered in a stream's goroutines; each ended that stream with INTERNAL."}, byStream),
 	}
 	reg.MustRegister(m.active, m.started, m.finished, m.messages, m.bytes, m.firstMessage, m.duration, m.resumes, m.slowDrops, m.wsCloses, m.panics)
+	m.promSessions = newPromSessions(reg, namespace)
 	return m
 }
 

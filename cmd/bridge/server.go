@@ -104,6 +104,13 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ls listeners) err
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts = append(opts, bridge.WithMetrics(newPromMetrics(registry, cfg.MetricsNamespace)))
+	sessions, err := sessionOptions(cfg) // sessions.go
+	if err != nil {
+		return err
+	}
+	if sessions != nil {
+		opts = append(opts, bridge.WithSessions(*sessions))
+	}
 	tr, err := setupTracing(ctx, cfg)
 	if err != nil {
 		return err
