@@ -233,7 +233,7 @@ export class Session {
 
   // Calls ---------------------------------------------------------------
 
-  /** register adds a call and returns its id. */
+  /** register adds a call and returns its id; for the calls of this module. */
   register(sink: CallSink): number {
     const id = this.nextCall++;
     this.calls.set(id, sink);
@@ -246,12 +246,12 @@ export class Session {
     return id;
   }
 
-  /** unregister forgets a call: frames for its id are ignored from now on. */
+  /** unregister forgets a call: frames for its id are ignored from now on; for the calls of this module. */
   unregister(id: number): void {
     this.calls.delete(id);
   }
 
-  /** send sends a sequenced frame of a call, now or when the carrier can take it. */
+  /** send sends a sequenced frame of a call, now or when the carrier can take it; for the calls of this module. */
   send(type: number, call: number, payload: Uint8Array): void {
     if (this.closed) {
       return;

@@ -460,6 +460,35 @@ describe("BridgeClient with sessions", () => {
     expect(sentFrames(ws()).at(-1)!.type).toBe(FrameType.GOAWAY);
   });
 
+  it("carries watch in the session: one request, then the stream; lastEventId counts messages", async () => {
+    const client = new BridgeClient(base, { sessions: { WebSocket: WS, fetch: bridgeFetch(hang).fetch } });
+    const stream = client.watch(EchoService.method.stream, { count: 2 });
+    const ws = FakeWebSocket.instances[0]!;
+    ws.open("grpc-session.v1");
+    ws.binary(encodeFrames([hello("T")]));
+    await sleep(0);
+    expect(sentFrames(ws).map(brief)).toEqual([
+      [FrameType.OPEN, 1, 1],
+      [FrameType.MESSAGE, 2, 1],
+      [FrameType.HALF_CLOSE, 3, 1],
+    ]);
+    ws.binary(encodeFrames([headers(1, 1), msg(2, 1, "a"), msg(3, 1, "b"), ok(4, 1)]));
+    const { items, error } = await collect(stream);
+    expect(error).toBeUndefined();
+    expect(items.map((m) => m.text)).toEqual(["a", "b"]);
+    expect(stream.lastEventId).toBe("2");
+    client.closeSession();
+  });
+
+  it("a bridge without sessions ends the calls with its refusal", async () => {
+    const { fetch } = bridgeFetch(() => statusError(404, Code.NOT_FOUND, "no method at /_bridge/session"));
+    const client = new BridgeClient(base, { sessions: { WebSocket: WS, fetch } });
+    const call = client.open(EchoService.method.echo);
+    FakeWebSocket.instances[0]!.serverClose(1006);
+    const st = await call.status;
+    expect([st.code, st.message]).toEqual([Code.NOT_FOUND, "no method at /_bridge/session"]);
+  });
+
   it("without the option, calls keep their own transports", () => {
     expect(new BridgeClient(base).session()).toBeUndefined();
   });
