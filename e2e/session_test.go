@@ -393,6 +393,19 @@ func TestSessionWebSocketDirect(t *testing.T) {
 	if carrier != "websocket" {
 		t.Errorf("carrier after the cut %q; want websocket", carrier)
 	}
+
+	// The page's "Block WebSockets" switch reloads it with ws=0: the
+	// client skips the WebSocket, and the same bridge serves the fallback.
+	p.click("session-block-ws")
+	blocked := newTab(t, newBrowser(t), replicas[0].URL+"/?interval_ms=100&ws=0")
+	var search string
+	p.evalQuiet(`location.search`, &search)
+	if !strings.Contains(search, "ws=0") {
+		t.Errorf("after the switch the page is at %q; want ws=0 in the query", search)
+	}
+	blocked.wait(`window.demo.session.carrier === "sse"`)
+	echo(blocked, "without a websocket")
+	tickCounts(t, blocked, nil, 5)
 }
 
 // Behind a proxy that holds responses until they end, the event stream

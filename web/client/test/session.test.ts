@@ -188,6 +188,31 @@ describe("Session over a WebSocket", () => {
     expect(FakeWebSocket.instances[2]!.url).toBe("ws://b.test/_bridge/session?sid=T2&ack=4");
   });
 
+  it("cancel sends CANCEL and ends the call CANCELED; the session and other calls go on", async () => {
+    const s = session({ WebSocket: WS, fetch: bridgeFetch(hang).fetch });
+    const ws = FakeWebSocket.instances[0]!;
+    ws.open("grpc-session.v1");
+    ws.binary(encodeFrames([hello("T")]));
+    const a = s.open(EchoRequestSchema, EchoResponseSchema, echoPath, { metadata: { "x-k": ["v"] } });
+    const b = s.open(EchoRequestSchema, EchoResponseSchema, echoPath);
+    a.cancel();
+    await sleep(0);
+    expect(sentFrames(ws).map(brief)).toEqual([
+      [FrameType.OPEN, 1, 1],
+      [FrameType.OPEN, 2, 2],
+      [FrameType.CANCEL, 3, 1],
+    ]);
+    expect((await a.status).code).toBe(Code.CANCELED);
+    // The bridge's STATUS for the canceled call is ignored; the other call is served.
+    const canceled = json({ status: { code: 1, message: "canceled", details: [] }, trailers: {} });
+    ws.binary(encodeFrames([{ type: FrameType.STATUS, seq: 1, call: 1, payload: canceled }, msg(2, 2, "b"), ok(3, 2)]));
+    const { items } = await collect(b);
+    expect(items.map((m) => m.text)).toEqual(["b"]);
+    expect(await b.status).toEqual({ code: 0, message: "", details: [], trailers: { t: ["v"] } });
+    expect(s.size).toBe(0);
+    expect(s.ended).toBe(false);
+  });
+
   it("a frame ahead of the next seq discards the rest of its batch", async () => {
     const s = session({ WebSocket: WS, fetch: bridgeFetch(hang).fetch });
     const ws = FakeWebSocket.instances[0]!;
