@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -31,6 +32,12 @@ const (
 	defaultSessionPollTimeout = 20 * time.Second
 	defaultSessionTokenTTL    = 24 * time.Hour
 	defaultPeerRefresh        = 10 * time.Second
+)
+
+// Attributes of session log lines.
+const (
+	logKeyCarrier = "carrier"
+	logKeyCalls   = "calls"
 )
 
 // sessionPath is the URL of every session request.
@@ -210,6 +217,8 @@ func (srv *sessionServer) create(r *http.Request, c browserCaller, carrier strin
 	srv.byClient[client]++
 	srv.mu.Unlock()
 	srv.metrics.SessionStarted(carrier)
+	h.log.LogAttrs(r.Context(), slog.LevelDebug, "session started",
+		slog.String(logKeyCarrier, carrier), slog.String(logKeyPeer, r.RemoteAddr))
 	s.mu.Lock()
 	s.startGraceLocked() // until a downstream attaches
 	s.mu.Unlock()
@@ -242,6 +251,9 @@ func (srv *sessionServer) release(s *session) {
 	srv.mu.Unlock()
 	srv.h.streams.end(s.client)
 	srv.metrics.SessionEnded(s.carrier, s.callsTotal)
+	srv.h.log.LogAttrs(context.Background(), slog.LevelDebug, "session ended",
+		slog.String(logKeyCarrier, s.carrier), slog.Int(logKeyCalls, s.callsTotal),
+		slog.String(logKeyReason, context.Cause(s.ctx).Error()))
 }
 
 // token is a fresh token for s.
@@ -414,6 +426,10 @@ func (s *session) attach(kind string, ack uint64) (*downstream, []byte, error) {
 	s.dl = dl
 	if s.attaches > 0 {
 		s.srv.metrics.SessionResumed(kind)
+		if kind != SessionCarrierPoll {
+			s.srv.h.log.LogAttrs(context.Background(), slog.LevelDebug, "session downstream resumed",
+				slog.String(logKeyCarrier, kind), slog.Uint64("ack", ack))
+		}
 	}
 	s.attaches++
 	return dl, s.helloLocked(), nil

@@ -436,13 +436,31 @@ func (c *sessionCall) sendLoop(stream grpc.ClientStream) {
 			return
 		}
 		c.obs.MessageReceived(len(in.msg))
-		s.mu.Lock()
-		if !c.done {
-			c.upWindow += int64(len(in.msg))
-			s.queueLocked(frameWindow, c.id, binary.AppendUvarint(nil, uint64(len(in.msg))))
+		if !c.grant(len(in.msg)) {
+			return
 		}
-		s.mu.Unlock()
 	}
+}
+
+// grant gives the client n bytes of window back, once the session's bytes
+// in flight leave room for the WINDOW frame: a client that sends without
+// reading what comes down stops getting credit instead of piling up
+// frames. It reports false when the call has ended.
+func (c *sessionCall) grant(n int) bool {
+	s := c.s
+	stop := context.AfterFunc(c.ctx, c.broadcast)
+	defer stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.outBytes > s.srv.o.MaxBytesInFlight && c.ctx.Err() == nil {
+		s.room.Wait()
+	}
+	if c.done || c.ctx.Err() != nil {
+		return false
+	}
+	c.upWindow += int64(n)
+	s.queueLocked(frameWindow, c.id, binary.AppendUvarint(nil, uint64(n))) //nolint:gosec // a length
+	return true
 }
 
 // nextInput waits for the next input of the sender; false when the call

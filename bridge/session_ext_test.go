@@ -402,7 +402,8 @@ func TestSessionPolling(t *testing.T) {
 // TestSessionTokens: tokens that are not the bridge's are refused.
 func TestSessionTokens(t *testing.T) {
 	env := newSessionEnv(t, 1, sessionOpts(bridge.SessionOptions{
-		Keys: [][]byte{sessionKey, []byte("an-older-key-still-accepted-0123456789")},
+		Keys:        [][]byte{sessionKey, []byte("an-older-key-still-accepted-0123456789")},
+		PollTimeout: 20 * time.Millisecond,
 	}))
 	rep := env.replicas[0]
 	s := dialSession(t, "http", rep.url)

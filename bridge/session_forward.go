@@ -187,5 +187,7 @@ func (f *sessionForwarder) forward(w http.ResponseWriter, r *http.Request, owner
 		return
 	}
 	srv.metrics.SessionForwarded(ForwardOutcomeForwarded)
+	srv.h.log.LogAttrs(r.Context(), slog.LevelDebug, "session request forwarded",
+		slog.String(logKeyPeer, r.RemoteAddr), slog.String("owner", owner))
 	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ownerKey{}, ap.String())))
 }

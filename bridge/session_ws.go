@@ -98,7 +98,11 @@ func (ws *sessionWS) serve(hello []byte) {
 	}()
 	closeCode := ws.write(hello)
 	if closeCode != 0 {
-		_ = ws.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeCode, ""), time.Now().Add(h.cfg.writeTimeout))
+		reason := ""
+		if closeCode == closeReplaced {
+			reason = "replaced"
+		}
+		_ = ws.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeCode, reason), time.Now().Add(h.cfg.writeTimeout))
 		wait := time.NewTimer(h.cfg.pongTimeout)
 		select {
 		case <-readerDone:
@@ -140,7 +144,18 @@ func (ws *sessionWS) write(hello []byte) int {
 		return 0
 	}
 	var pingAt time.Time // of the unanswered ping, zero for none
+	lastHello := time.Now()
 	for {
+		if time.Since(lastHello) > s.srv.o.TokenTTL/2 {
+			// A fresh token before the one the client holds expires.
+			s.mu.Lock()
+			hello := s.helloLocked()
+			s.mu.Unlock()
+			if !ws.send(hello) {
+				return 0
+			}
+			lastHello = time.Now()
+		}
 		wait := h.cfg.pingInterval
 		if !pingAt.IsZero() {
 			wait = h.cfg.pongTimeout
@@ -178,8 +193,8 @@ func (ws *sessionWS) send(b []byte) bool {
 }
 
 // endCode is the close code of a downstream that is over: 4000 when
-// another took over, 1001 after the drain's GOAWAY, 1000 otherwise; 0 for
-// a cut.
+// another took over, 1001 after the drain's GOAWAY, 1008 after a
+// violation's, 1000 otherwise; 0 for a cut.
 func (ws *sessionWS) endCode() int {
 	s := ws.s
 	s.mu.Lock()
@@ -189,8 +204,12 @@ func (ws *sessionWS) endCode() int {
 		return closeReplaced
 	case !s.final:
 		return 0
-	case s.goaway != nil && s.goaway.Code() == codes.Unavailable:
+	case s.goaway == nil:
+		return websocket.CloseNormalClosure // the client's GOAWAY
+	case s.goaway.Code() == codes.Unavailable:
 		return websocket.CloseGoingAway
+	case s.goaway.Code() == codes.InvalidArgument || s.goaway.Code() == codes.ResourceExhausted:
+		return websocket.ClosePolicyViolation
 	default:
 		return websocket.CloseNormalClosure
 	}
