@@ -29,8 +29,9 @@ const (
 	messageStatus   = "grpcws.status"
 )
 
-// buildAsyncAPI writes the AsyncAPI document of rt's methods.
-func buildAsyncAPI(rt *routes) ([]byte, error) {
+// buildAsyncAPI writes the AsyncAPI document of rt's methods, and of the
+// session channel when sessions are on.
+func buildAsyncAPI(rt *routes, sessions bool) ([]byte, error) {
 	schemas := newSchemaSet()
 	messages := controlMessages()
 	channels, operations := jsonObject{}, jsonObject{}
@@ -85,6 +86,9 @@ func buildAsyncAPI(rt *routes) ([]byte, error) {
 				msgRef("headers"), msgRef("response"), msgRef("status"),
 			},
 		}
+	}
+	if sessions {
+		addSessionChannel(channels, operations, messages)
 	}
 	doc := jsonObject{
 		"asyncapi": asyncAPIVersion,
@@ -182,11 +186,11 @@ func controlMessages() jsonObject {
 // messages as binary frames and the JSON control frames. See
 // docs/api-docs.md.
 func (h *Handler) AsyncAPI() ([]byte, error) {
-	return buildAsyncAPI(h.routes.Load())
+	return buildAsyncAPI(h.routes.Load(), h.cfg.sessions != nil)
 }
 
 // AsyncAPIHandler returns an [http.Handler] that serves [Handler.AsyncAPI]
 // as [Handler.OpenAPIHandler] serves its document.
 func (h *Handler) AsyncAPIHandler() http.Handler {
-	return &apiDocHandler{h: h, build: buildAsyncAPI}
+	return &apiDocHandler{h: h, build: func(rt *routes) ([]byte, error) { return buildAsyncAPI(rt, h.cfg.sessions != nil) }}
 }

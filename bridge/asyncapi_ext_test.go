@@ -3,7 +3,12 @@ package bridge_test
 import (
 	"slices"
 	"testing"
+
+	"github.com/grpcbridge/grpcbridge/bridge"
 )
+
+// testSessionOptions turn sessions on, for the session channel.
+var testSessionOptions = bridge.SessionOptions{Keys: [][]byte{[]byte("apidocs-test-key-of-32-bytes-min")}}
 
 func TestAsyncAPIDemo(t *testing.T) {
 	t.Parallel()
@@ -73,4 +78,30 @@ func TestAsyncAPIRecursiveMessage(t *testing.T) {
 	grow := dig(t, doc, "channels", "shapes.v1.Trees.Grow", "messages")
 	wantJSON(t, "one message for both", []any{dig(t, grow, "request"), dig(t, grow, "response")},
 		`[{"$ref":"#/components/messages/shapes.v1.Node"},{"$ref":"#/components/messages/shapes.v1.Node"}]`)
+}
+
+func TestAsyncAPISessionChannel(t *testing.T) {
+	t.Parallel()
+	without := decodeDoc(t, apiDocsHandler(t, "demo.v1.*").AsyncAPI)
+	if has(without, "channels", "grpcbridge.session") {
+		t.Error("a session channel without WithSessions")
+	}
+	h := newAPIDocsHandler(t, bridge.WithExpose("demo.v1.*"), bridge.WithSessions(testSessionOptions))
+	doc := decodeDoc(t, h.AsyncAPI)
+	ch := dig(t, doc, "channels", "grpcbridge.session")
+	if a := dig(t, ch, "address"); a != "/_bridge/session" {
+		t.Errorf("address %v", a)
+	}
+	if p := dig(t, ch, "bindings", "ws", "headers", "properties", "Sec-WebSocket-Protocol", "const"); p != "grpc-session.v1" {
+		t.Errorf("subprotocol %v", p)
+	}
+	var names []string
+	for _, f := range asList(dig(t, doc, "components", "messages", "grpcsession.bridgeFrames", "x-frame-types")) {
+		names = append(names, dig(t, f, "name").(string))
+	}
+	if want := []string{"HELLO", "MESSAGE", "HEADERS", "STATUS", "WINDOW", "ACK", "PING", "PONG", "GOAWAY"}; !slices.Equal(names, want) {
+		t.Errorf("bridge frames %v, want %v", names, want)
+	}
+	wantJSON(t, "OPEN", asList(dig(t, doc, "components", "messages", "grpcsession.clientFrames", "x-frame-types"))[0],
+		`{"type":1,"name":"OPEN","sequenced":true,"payload":"window uvarint, path length uvarint, the method's gRPC path, then optionally a grpc-ws.v1 metadata object"}`)
 }

@@ -30,11 +30,17 @@ import (
 // of every verb and body shape.
 func apiDocsHandler(t *testing.T, expose ...string) *bridge.Handler {
 	t.Helper()
+	return newAPIDocsHandler(t, bridge.WithExpose(expose...))
+}
+
+// newAPIDocsHandler is apiDocsHandler with any options.
+func newAPIDocsHandler(t *testing.T, opts ...bridge.Option) *bridge.Handler {
+	t.Helper()
 	conn := bridgetest.NewBackend(t, func(s *grpc.Server) {
 		demo.Register(s)
 		testv1.RegisterRestServiceServer(s, bridgetest.NewRestServer())
 	})
-	h, err := bridge.NewHandler(bridge.WithBackend(conn), bridge.WithExpose(expose...))
+	h, err := bridge.NewHandler(append([]bridge.Option{bridge.WithBackend(conn)}, opts...)...)
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)
 	}
@@ -524,8 +530,9 @@ func TestAPIDocsHandlerFollowsUpdateFiles(t *testing.T) {
 }
 
 // TestWriteAPIDocs writes the documents of the demo services (openapi.json,
-// asyncapi.json) and of the test services too (openapi-all.json,
-// asyncapi-all.json), whose rules cover every verb and body shape, into
+// asyncapi.json) and of the test services and sessions too
+// (openapi-all.json, asyncapi-all.json), whose rules cover every verb and
+// body shape and the session channel, into
 // $APIDOCS_DIR, for make apidocs-check to validate with the npm validators
 // (tools/apidocs). Without APIDOCS_DIR it only builds them.
 func TestWriteAPIDocs(t *testing.T) {
@@ -539,7 +546,7 @@ func TestWriteAPIDocs(t *testing.T) {
 	}
 	for suffix, h := range map[string]*bridge.Handler{
 		"":     apiDocsHandler(t, "demo.v1.*"),
-		"-all": apiDocsHandler(t, "demo.v1.*", "bridgetest.v1.*"),
+		"-all": newAPIDocsHandler(t, bridge.WithExpose("demo.v1.*", "bridgetest.v1.*"), bridge.WithSessions(testSessionOptions)),
 	} {
 		for name, build := range map[string]func() ([]byte, error){"openapi": h.OpenAPI, "asyncapi": h.AsyncAPI} {
 			decodeDoc(t, build)
