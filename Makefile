@@ -100,6 +100,27 @@ bench: ## Benchmark the bridge against direct gRPC and grpc-gateway, idle stream
 	go build -o .tmp/bin/bench ./cmd/bench
 	.tmp/bin/bench -profile .tmp/bench | tee .tmp/bench/report.md
 
+# The peers of make bench-peers, built outside the bridge's go.mod at
+# pinned versions: Centrifugo with go install (its own module graph), the
+# vanguard proxy from its own module in cmd/bench/peers/vanguard.
+PEERS_BIN := $(CURDIR)/.tmp/peers/bin
+CENTRIFUGO_VERSION := v6.9.1
+
+.PHONY: bench-peers
+bench-peers: ## Benchmark the bridge against Centrifugo and a connectrpc vanguard proxy, side by side (builds them first; about 4 minutes; docs/benchmarks.md)
+	@mkdir -p .tmp/bench $(PEERS_BIN)
+	@if [ ! -x $(PEERS_BIN)/centrifugo-$(CENTRIFUGO_VERSION) ]; then \
+		echo "building Centrifugo $(CENTRIFUGO_VERSION) (go install; a few minutes the first time)"; \
+		tmp=$$(mktemp -d) && GOBIN=$$tmp GOFLAGS=-buildvcs=false go install github.com/centrifugal/centrifugo/v6@$(CENTRIFUGO_VERSION) \
+			&& mv $$tmp/centrifugo $(PEERS_BIN)/centrifugo-$(CENTRIFUGO_VERSION) && rmdir $$tmp \
+			|| { echo "bench-peers: building Centrifugo failed; the report goes on without it"; rm -rf $$tmp; }; \
+	fi
+	cd cmd/bench/peers/vanguard && go build -o $(PEERS_BIN)/vanguard .
+	go build -o .tmp/bin/bench ./cmd/bench
+	.tmp/bin/bench -scenarios peers -profile '' -vanguard $(PEERS_BIN)/vanguard \
+		$$([ -x $(PEERS_BIN)/centrifugo-$(CENTRIFUGO_VERSION) ] && echo -centrifugo $(PEERS_BIN)/centrifugo-$(CENTRIFUGO_VERSION)) \
+		| tee .tmp/bench/peers.md
+
 .PHONY: bench-quick
 bench-quick: ## Smoke-test the benchmark harness with small counts (about 2 minutes)
 	go build -o .tmp/bin/bench ./cmd/bench
