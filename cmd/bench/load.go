@@ -10,6 +10,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -44,8 +46,8 @@ type streamResult struct {
 // second over dur after a warm-up.
 func loadStream(args []string) error {
 	fs := flag.NewFlagSet("load-stream", flag.ContinueOnError)
-	target := fs.String("target", "sse", "direct, sse or gateway")
-	addr := fs.String("addr", "", "backend (direct), bridge (sse) or gateway address")
+	target := fs.String("target", "sse", "direct, sse, gateway or connect")
+	addr := fs.String("addr", "", "backend (direct), bridge (sse), gateway or Connect proxy (connect) address")
 	size := fs.Int("size", 60, "payload bytes per message")
 	dur := fs.Duration("dur", 3*time.Second, "measured time")
 	warm := fs.Duration("warm", 300*time.Millisecond, "unmeasured time first")
@@ -77,6 +79,17 @@ func loadStream(args []string) error {
 		req.Header.Set("Content-Type", "application/json")
 		// grpc-gateway writes one JSON object per line: {"result":{...}}.
 		err = streamHTTP(req, m, func(p []byte) int64 { return int64(bytes.Count(p, []byte{'\n'})) })
+	case "connect":
+		// The Connect protocol's server stream with the JSON codec, as a
+		// browser's connect-web client sends it: one enveloped request,
+		// enveloped messages back (vanguard's proxy transcodes to gRPC).
+		url := fmt.Sprintf("http://%s/demo.v1.EchoService/Stream", *addr)
+		body := connectEnvelope([]byte(fmt.Sprintf(`{"size":%d}`, *size)))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/connect+json")
+		req.Header.Set("Connect-Protocol-Version", "1")
+		var c envelopeCounter
+		err = streamHTTP(req, m, c.count)
 	default:
 		return fmt.Errorf("unknown target %q", *target)
 	}
@@ -170,6 +183,46 @@ func streamHTTP(req *http.Request, m *meter, count func([]byte) int64) error {
 	}
 }
 
+// connectEnvelope frames one message of the Connect streaming protocol:
+// a flags byte (0: a message) and the length, big-endian.
+func connectEnvelope(msg []byte) []byte {
+	b := make([]byte, 5, 5+len(msg))
+	binary.BigEndian.PutUint32(b[1:], uint32(len(msg)))
+	return append(b, msg...)
+}
+
+// envelopeCounter counts the messages of a Connect stream fed to it in
+// arbitrary chunks; the end-of-stream envelope (flag 0x02) is not one.
+type envelopeCounter struct {
+	hdr  [5]byte
+	hlen int    // header bytes seen of the current envelope
+	left uint32 // body bytes still to skip
+}
+
+func (c *envelopeCounter) count(p []byte) int64 {
+	var n int64
+	for len(p) > 0 {
+		if c.left > 0 {
+			k := min(uint32(len(p)), c.left)
+			c.left -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(c.hdr[c.hlen:], p)
+		c.hlen += k
+		p = p[k:]
+		if c.hlen < len(c.hdr) {
+			break
+		}
+		c.hlen = 0
+		c.left = binary.BigEndian.Uint32(c.hdr[1:])
+		if c.hdr[0]&0x02 == 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // wsResult is what load-ws reports.
 type wsResult struct {
 	RTT       latencySummary `json:"rtt"`
@@ -189,8 +242,8 @@ type echoConn interface {
 // EchoService/Echo.
 func loadWS(args []string) error {
 	fs := flag.NewFlagSet("load-ws", flag.ContinueOnError)
-	target := fs.String("target", "ws", "ws (the bridge) or direct (gRPC)")
-	addr := fs.String("addr", "", "bridge or backend address")
+	target := fs.String("target", "ws", "ws (the bridge), direct (gRPC), centrifugo-rpc (an RPC its proxy sends to an HTTP backend) or centrifugo (a publication to its own channel)")
+	addr := fs.String("addr", "", "bridge, backend or Centrifugo address")
 	n := fs.Int("n", 2000, "measured round trips")
 	warm := fs.Int("warm", 200, "unmeasured round trips first")
 	size := fs.Int("size", 60, "payload bytes per message")
@@ -202,8 +255,13 @@ func loadWS(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+*pipeDur)
 	defer cancel()
 	dial := func() (echoConn, error) {
-		if *target == "direct" {
+		switch *target {
+		case "direct":
 			return dialGRPCEcho(ctx, *addr)
+		case "centrifugo":
+			return dialCentrifugoEcho(ctx, *addr, false)
+		case "centrifugo-rpc":
+			return dialCentrifugoEcho(ctx, *addr, true)
 		}
 		return dialWSEcho(ctx, *addr)
 	}
@@ -314,6 +372,107 @@ func (w *wsEcho) recv() error {
 func (w *wsEcho) close() {
 	_ = w.c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	_ = w.c.Close()
+}
+
+// centrifugoEcho is Centrifugo's counterpart of an echo, over its
+// bidirectional WebSocket (JSON protocol). With rpc, the client calls an
+// RPC that Centrifugo's proxy sends to an HTTP backend, which answers with
+// the request's data: a message to a backend and its answer, as the
+// bridge's echo. Without, the client subscribes to a channel of its own
+// and publishes to it; the publication comes back as a push (with the
+// publish reply): no backend.
+type centrifugoEcho struct {
+	c       *websocket.Conn
+	rpc     bool
+	channel string
+	id      int
+	answers int // answers read but not yet taken by recv
+}
+
+func dialCentrifugoEcho(ctx context.Context, addr string, rpc bool) (*centrifugoEcho, error) {
+	d := websocket.Dialer{ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10}
+	c, _, err := d.DialContext(ctx, "ws://"+addr+"/connection/websocket", nil)
+	if err != nil {
+		return nil, err
+	}
+	e := &centrifugoEcho{c: c, rpc: rpc, channel: fmt.Sprintf("echo%d", os.Getpid())}
+	cmds := []string{`"connect":{"name":"bench"}`}
+	if !rpc {
+		cmds = append(cmds, fmt.Sprintf(`"subscribe":{"channel":%q}`, e.channel))
+	}
+	for _, cmd := range cmds {
+		e.id++
+		if err := c.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"id":%d,%s}`, e.id, cmd)); err != nil {
+			c.Close()
+			return nil, err
+		}
+		_, b, err := c.ReadMessage()
+		if err != nil || bytes.Contains(b, []byte(`"error"`)) {
+			c.Close()
+			return nil, fmt.Errorf("centrifugo %s: %s %v", cmd, b, err)
+		}
+	}
+	return e, nil
+}
+
+func (e *centrifugoEcho) send(payload []byte) error {
+	e.id++
+	data := base64.StdEncoding.EncodeToString(payload)
+	var b []byte
+	if e.rpc {
+		b = fmt.Appendf(nil, `{"id":%d,"rpc":{"method":"echo","data":{"payload":%q}}}`, e.id, data)
+	} else {
+		b = fmt.Appendf(nil, `{"id":%d,"publish":{"channel":%q,"data":{"payload":%q}}}`, e.id, e.channel, data)
+	}
+	return e.c.WriteMessage(websocket.TextMessage, b)
+}
+
+// recv reads up to the next answer (an RPC reply, or a push); a frame may
+// hold several replies and pushes, one a line.
+func (e *centrifugoEcho) recv() error {
+	answer := []byte(`"push"`)
+	if e.rpc {
+		answer = []byte(`"rpc"`)
+	}
+	for e.answers == 0 {
+		_, b, err := e.c.ReadMessage()
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte(`"error"`)) {
+			return fmt.Errorf("centrifugo: %s", b)
+		}
+		e.answers += bytes.Count(b, answer)
+	}
+	e.answers--
+	return nil
+}
+
+func (e *centrifugoEcho) close() {
+	_ = e.c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	_ = e.c.Close()
+}
+
+// rpcEcho is the HTTP backend of Centrifugo's RPC proxy in make
+// bench-peers: it answers every RPC with the request's data.
+func rpcEcho(args []string) error {
+	fs := flag.NewFlagSet("rpc-echo", flag.ContinueOnError)
+	addr := fs.String("addr", "", "listen on this loopback address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	srv := &http.Server{Addr: *addr, ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Data json.RawMessage `json:"data"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"result": map[string]json.RawMessage{"data": req.Data}})
+	})}
+	return srv.ListenAndServe()
 }
 
 type grpcEcho struct {
@@ -453,6 +612,11 @@ func openSSEH2(ctx context.Context, client *http.Client, addr, path string, bufS
 	return resp.Body, body, nil
 }
 
+// plainSSE tells that the server names no event type (Centrifugo's uni_sse
+// writes data lines only): every data line is a message. The bridge's
+// streams say "event: message".
+var plainSSE bool
+
 // skipToFirstMessage reads, when first is set, up to the end of the first
 // line of the first message event.
 func skipToFirstMessage(body *bufio.Reader, first bool) error {
@@ -461,7 +625,7 @@ func skipToFirstMessage(body *bufio.Reader, first bool) error {
 		if err != nil {
 			return fmt.Errorf("before the first message: %w", err)
 		}
-		if bytes.HasPrefix(line, []byte("event: message")) {
+		if bytes.HasPrefix(line, []byte("event: message")) || plainSSE && bytes.HasPrefix(line, []byte("data:")) {
 			first = false
 		}
 	}
@@ -542,6 +706,7 @@ func loadIdle(args []string) error {
 	conc := fs.Int("conc", 100, "streams being opened at once")
 	gz := fs.Bool("gzip", false, "ask for gzip (Accept-Encoding) and insist on it")
 	h2conns := fs.Int("h2c", 0, "0: HTTP/1.1, a connection per stream; N: cleartext HTTP/2 over N connections, the streams spread evenly")
+	fs.BoolVar(&plainSSE, "plain", false, "the server names no event type: every data line is a message (Centrifugo)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -607,6 +772,7 @@ func loadFanout(args []string) error {
 	n := fs.Int("n", 10000, "subscribers")
 	conc := fs.Int("conc", 200, "streams being opened at once")
 	h2conns := fs.Int("h2c", 0, "0: HTTP/1.1, a connection per subscriber; N: cleartext HTTP/2 over N connections, the subscribers spread evenly")
+	fs.BoolVar(&plainSSE, "plain", false, "the server names no event type: every data line is a message (Centrifugo)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -635,7 +801,7 @@ func loadFanout(args []string) error {
 		connsMu.Unlock()
 		readers.Go(func() {
 			var mine []time.Duration
-			inMessage := false
+			inMessage := plainSSE
 			for {
 				line, err := body.ReadSlice('\n')
 				if err != nil {

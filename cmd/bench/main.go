@@ -12,15 +12,20 @@
 //     burst of streams (3gz: gzipped; 3h2: over h2c);
 //  4. fan-out of one shared upstream stream to many SSE subscribers:
 //     delivery latency and CPU per delivered message (4h2: over h2c
-//     connections against HTTP/1.1 ones, interleaved).
+//     connections against HTTP/1.1 ones, interleaved);
+//
+// and, with -scenarios peers (make bench-peers), the same measurements
+// against Centrifugo and a connectrpc vanguard-go proxy, side by side.
 //
 // The machines are shared and noisy, so it reports ratios between runs
 // made side by side, never pass or fail. Usage:
 //
 //	bench [-quick] [-scenarios 1,2,3,3gz,3h2,4,4h2] [-profile dir]
+//	bench -scenarios peers -centrifugo bin -vanguard bin
 //
-// The subcommands gateway, load-stream, load-ws, load-idle and load-fanout
-// are the child processes it starts; they are not meant to be run by hand.
+// The subcommands gateway, load-stream, load-ws, load-idle, load-fanout and
+// rpc-echo are the child processes it starts; they are not meant to be run
+// by hand.
 package main
 
 import (
@@ -45,6 +50,7 @@ func main() {
 			"load-ws":     loadWS,
 			"load-idle":   loadIdle,
 			"load-fanout": loadFanout,
+			"rpc-echo":    rpcEcho,
 		}[os.Args[1]]
 		if sub != nil {
 			if err := sub(os.Args[2:]); err != nil {
@@ -77,6 +83,8 @@ type config struct {
 	burst         time.Duration // scenario 3: the burst's length; 0: none
 	burstRounds   int           // scenario 3: burst rounds per bridge binary
 	compareBridge string        // scenario 3's burst: another bridge binary to interleave with
+	centrifugo    string        // scenario peers: the Centrifugo binary, or ""
+	vanguard      string        // scenario peers: the vanguard proxy binary, or ""
 	profileDir    string        // "": no profiles
 	keep          bool          // keep the work directory
 }
@@ -99,6 +107,8 @@ func harnessMain(args []string) error {
 	fs.IntVar(&c.fanoutRounds, "fanout-rounds", 2, "scenario 4h2: interleaved rounds per transport")
 	fs.DurationVar(&c.burst, "burst", 3*time.Second, "scenario 3: then a burst of -idle streams that all close this long after the first began to open; 0: none")
 	fs.IntVar(&c.burstRounds, "burst-rounds", 1, "scenario 3: burst rounds per bridge binary")
+	fs.StringVar(&c.centrifugo, "centrifugo", "", "scenario peers: the Centrifugo `binary` (make bench-peers builds v6.9.1)")
+	fs.StringVar(&c.vanguard, "vanguard", "", "scenario peers: the vanguard proxy `binary` (make bench-peers builds cmd/bench/peers/vanguard)")
 	fs.StringVar(&c.compareBridge, "compare-bridge", "", "scenario 3's burst: also run this bridge `binary` (an older build, say), interleaved with the one built")
 	fs.StringVar(&c.profileDir, "profile", ".tmp/bench", "save CPU, heap and goroutine profiles of the bridge (scenarios 1 and 3) in this `dir`; empty: none")
 	fs.BoolVar(&c.keep, "keep", false, "keep the work directory (binaries, process logs)")
@@ -160,6 +170,7 @@ func harnessMain(args []string) error {
 		{"3h2", func(ctx context.Context) error { return h.scenarioIdle(ctx, "3h2") }},
 		{"4", h.scenarioFanout},
 		{"4h2", h.scenarioFanoutH2},
+		{"peers", h.scenarioPeers},
 	} {
 		if !slices.Contains(c.scenarios, s.id) {
 			continue
