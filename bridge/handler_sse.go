@@ -23,17 +23,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, m *method, c 
 			"%s is a client-streaming method: open it as a WebSocket with subprotocol %s", m.name, wsSubprotocol))
 		return
 	}
-	// A body that trickles in must not hold the handler without bound: it
-	// has the write timeout to arrive. The deadline is cleared after a
-	// good read, since over HTTP/1.1 the server's read for a closed
-	// connection uses it too; after a bad one it stays, so that net/http's
-	// attempt to drain the rest of the body fails at once.
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(h.cfg.writeTimeout))
-	req, rerr := h.decodeRequest(r, m, pathParams, b)
-	if rerr == nil {
-		_ = rc.SetReadDeadline(time.Time{})
-	}
+	req, rerr := h.readRequest(w, r, m, pathParams, b)
 	if rerr != nil {
 		h.writeError(w, rerr.httpStatus, rerr.st)
 		return

@@ -153,17 +153,11 @@ func (h *Handler) serveUnary(w http.ResponseWriter, r *http.Request, m *method, 
 	if m.compress.JSON {
 		addVary(hdr, headerAcceptEncoding)
 	}
-	// As for SSE: a body that trickles in has the write timeout to arrive,
-	// and the deadline is cleared after a good read, since over HTTP/1.1
-	// net/http's read that notices a client leaving uses it too.
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(start.Add(h.cfg.writeTimeout))
-	req, rerr := h.decodeRequest(r, m, pathParams, b)
+	req, rerr := h.readRequest(w, r, m, pathParams, b)
 	if rerr != nil {
 		h.writeError(w, rerr.httpStatus, rerr.st)
 		return
 	}
-	_ = rc.SetReadDeadline(time.Time{})
 	md, timeout, err := h.browserMetadata(r, c)
 	if err != nil {
 		h.writeError(w, http.StatusBadRequest, status.New(codes.InvalidArgument, err.Error()))
@@ -186,6 +180,7 @@ func (h *Handler) serveUnary(w http.ResponseWriter, r *http.Request, m *method, 
 	defer putSSEBuf(res.body)
 
 	h.setResponseMetadata(hdr, res.header, res.trailer)
+	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Now().Add(h.cfg.writeTimeout))
 	st, slow, messages := res.st, false, 0
 	if st.Code() != codes.OK {

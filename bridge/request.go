@@ -72,6 +72,22 @@ func (h *Handler) decodeRequest(r *http.Request, m *method, pathParams map[strin
 	return msg, nil
 }
 
+// readRequest is decodeRequest under a read deadline. A body that trickles
+// in must not hold the handler without bound: it has the write timeout to
+// arrive. The deadline is cleared after a good read, since over HTTP/1.1
+// the server's read that notices a closed connection uses it too; after a
+// bad one it stays, so that net/http's attempt to drain the rest of the
+// body fails at once.
+func (h *Handler) readRequest(w http.ResponseWriter, r *http.Request, m *method, pathParams map[string]string, b binding) (proto.Message, *requestError) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(h.cfg.writeTimeout))
+	req, rerr := h.decodeRequest(r, m, pathParams, b)
+	if rerr == nil {
+		_ = rc.SetReadDeadline(time.Time{})
+	}
+	return req, rerr
+}
+
 // decodeBody reads a JSON body, bounded by the read limit, into msg or into
 // the field that fieldPath names.
 func (h *Handler) decodeBody(r *http.Request, msg proto.Message, fieldPath string) *requestError {
