@@ -23,7 +23,7 @@ func TestConfigFileErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, body, want string
 	}{
-		{"unknown key", "addr: :1\nexpoze: [a.*]\n", `:2: expoze: unknown key (known: addr, admin_addr, allow_origins,`},
+		{"unknown key", "addr: :1\nexpoze: [a.*]\n", `:2: expoze: unknown key (known: addr, admin_addr, `},
 		{"unknown nested key", "backends:\n  - target: x:1\n    servces: [a.*]\n", `:3: backends[0].servces: unknown key (known: name, reflection, services, target, tls)`},
 		{"wrong type for a list", "expose: demo.v1.*\n", `:1: expose: want a list`},
 		{"wrong type for a duration", "heartbeat: 15\n", `:1: heartbeat: "15" is not a duration such as 10s or 1m30s`},
