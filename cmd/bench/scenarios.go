@@ -634,9 +634,9 @@ func (h *harness) fanoutOver(ctx context.Context, path string, profile bool, gen
 	return h.measureFanout(ctx, br, path, profile, genArgs)
 }
 
-// measureFanout opens c.subscribers streams of path on the server srv (a
-// bridge, or a peer: a bridgeProc without pprof), then measures the
-// deliveries for c.fanoutDur.
+// measureFanout opens c.subscribers streams of path on br (a bridge, or a
+// peer: a bridgeProc without pprof), then measures the deliveries for
+// c.fanoutDur, with a CPU profile of the bridge if profile is set.
 func (h *harness) measureFanout(ctx context.Context, br *bridgeProc, path string, profile bool, genArgs []string) (*fanoutFigures, error) {
 	c := h.cfg
 	gen, err := h.bins.startSession(append([]string{"load-fanout", "-addr", br.addr, "-path", path, "-n", strconv.Itoa(c.subscribers)}, genArgs...)...)
