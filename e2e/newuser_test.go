@@ -147,9 +147,9 @@ func TestNewUser(t *testing.T) {
 		if got.Failure != "" {
 			t.Fatalf("the page failed: %s (watch %+v)", got.Failure, got.Watch)
 		}
-		if !slices.Equal(got.Watch.Seqs, []int{1, 2, 3}) || !slices.Equal(got.Watch.IDs, []string{"1", "2", "3"}) ||
-			got.Watch.Texts[0] != "item 1 of news" || got.Watch.Status == nil || got.Watch.Status.Code != 0 {
-			t.Errorf("watch: %+v; want items 1, 2, 3 of news with their seq as the event id, and OK", got.Watch)
+		if !slices.Equal(got.Watch.Seqs, []int{10, 20, 30}) || !slices.Equal(got.Watch.IDs, []string{"10", "20", "30"}) ||
+			got.Watch.Texts[0] != "item 10 of news" || got.Watch.Status == nil || got.Watch.Status.Code != 0 {
+			t.Errorf("watch: %+v; want items 10, 20, 30 of news with their seq as the event id, and OK", got.Watch)
 		}
 		if !slices.Equal(got.Chat.Texts, []string{"ada: hello", "ada: bye"}) || got.Chat.Status == nil || got.Chat.Status.Code != 0 {
 			t.Errorf("chat: %q, status %+v; want both answers and OK", got.Chat.Texts, got.Chat.Status)
@@ -222,16 +222,22 @@ func newUserCurl(ctx context.Context, t *testing.T, origin string) {
 			}
 		}
 	}
+	// The item's seq (10, 20, ...) is the event id: the cursor option came
+	// with the schema from the backend's reflection.
 	watch := origin + "/acme.feed.v1.Feed/Watch?feed=news&limit=3"
-	if ids, feeds, end := events(curlOut("-N", "-H", "Accept: text/event-stream", watch)); !slices.Equal(ids, []string{"1", "2", "3"}) || feeds[0] != "news" || end != 0 {
-		t.Errorf("curl -N %s: ids %q of feeds %q, end %d; want 1, 2, 3 of news and an end event with code 0", watch, ids, feeds, end)
+	if ids, feeds, end := events(curlOut("-N", "-H", "Accept: text/event-stream", watch)); !slices.Equal(ids, []string{"10", "20", "30"}) || feeds[0] != "news" || end != 0 {
+		t.Errorf("curl -N %s: ids %q of feeds %q, end %d; want 10, 20, 30 of news and an end event with code 0", watch, ids, feeds, end)
 	}
-	if ids, _, end := events(curlOut("-N", "-H", "Accept: text/event-stream", "-H", "Last-Event-ID: 2", watch)); !slices.Equal(ids, []string{"3", "4", "5"}) || end != 0 {
-		t.Errorf("curl -N -H 'Last-Event-ID: 2' %s: ids %q, end %d; want 3, 4, 5 (after_seq from the id) and code 0", watch, ids, end)
+	// The README's resume, and its h2c.
+	if ids, _, end := events(curlOut("-N", "-H", "Last-Event-ID: 20", watch)); !slices.Equal(ids, []string{"30", "40", "50"}) || end != 0 {
+		t.Errorf("curl -N -H 'Last-Event-ID: 20' %s: ids %q, end %d; want 30, 40, 50 (after_seq from the id) and code 0", watch, ids, end)
+	}
+	if ids, _, end := events(curlOut("-N", "--http2-prior-knowledge", watch)); !slices.Equal(ids, []string{"10", "20", "30"}) || end != 0 {
+		t.Errorf("curl -N --http2-prior-knowledge %s: ids %q, end %d; want 10, 20, 30 and code 0", watch, ids, end)
 	}
 	annotated := origin + "/v1/feeds/sports:watch?limit=2"
-	if ids, feeds, end := events(curlOut("-N", annotated)); !slices.Equal(ids, []string{"1", "2"}) || !slices.Equal(feeds, []string{"sports", "sports"}) || end != 0 {
-		t.Errorf("curl -N %s: ids %q of feeds %q, end %d; want 1, 2 of sports (the feed from the path) and code 0", annotated, ids, feeds, end)
+	if ids, feeds, end := events(curlOut("-N", annotated)); !slices.Equal(ids, []string{"10", "20"}) || !slices.Equal(feeds, []string{"sports", "sports"}) || end != 0 {
+		t.Errorf("curl -N %s: ids %q of feeds %q, end %d; want 10, 20 of sports (the feed from the path) and code 0", annotated, ids, feeds, end)
 	}
 	// The backend serves acme.admin.v1.Admin too, which is not exposed.
 	purge := origin + "/acme.admin.v1.Admin/Purge"
@@ -385,8 +391,8 @@ func newUserGrpcurl(ctx context.Context, t *testing.T, addr, protos string) {
 		t.Errorf("grpcurl list: %q; want acme.feed.v1.Feed and not the unexposed acme.admin.v1.Admin", services)
 	}
 	out, err = grpcurlOut("-d", `{"feed":"news","limit":2}`, addr, "acme.feed.v1.Feed/Watch")
-	if err != nil || !strings.Contains(out, `"seq": "1"`) || !strings.Contains(out, `"seq": "2"`) || !strings.Contains(out, `"text": "item 2 of news"`) {
-		t.Errorf("grpcurl acme.feed.v1.Feed/Watch: %v\n%s\nwant items 1 and 2 of news", err, out)
+	if err != nil || !strings.Contains(out, `"seq": "10"`) || !strings.Contains(out, `"seq": "20"`) || !strings.Contains(out, `"text": "item 20 of news"`) {
+		t.Errorf("grpcurl acme.feed.v1.Feed/Watch: %v\n%s\nwant items 10 and 20 of news", err, out)
 	}
 	if out, err := grpcurlOut("-import-path", protos, "-proto", "acme/admin/v1/admin.proto", "-d", `{"feed":"news"}`, addr, "acme.admin.v1.Admin/Purge"); err == nil || !strings.Contains(out, "Code: Unimplemented") || !strings.Contains(out, "/acme.admin.v1.Admin/Purge") {
 		t.Errorf("grpcurl acme.admin.v1.Admin/Purge: %v\n%s\nwant Unimplemented naming the method, as it is not exposed", err, out)

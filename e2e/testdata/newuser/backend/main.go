@@ -27,7 +27,9 @@ type feed struct {
 	feedv1.UnimplementedFeedServer
 }
 
-// Watch sends limit items after after_seq, one every 20 ms.
+// Watch sends limit items after after_seq, one every 20 ms. Items are
+// numbered in tens, so that an event id that is the item's seq (the
+// cursor option) differs from a count of events.
 func (feed) Watch(req *feedv1.WatchRequest, stream grpc.ServerStreamingServer[feedv1.Item]) error {
 	if req.GetFeed() == "" {
 		return status.Error(codes.InvalidArgument, "feed is required")
@@ -36,7 +38,8 @@ func (feed) Watch(req *feedv1.WatchRequest, stream grpc.ServerStreamingServer[fe
 	if limit == 0 {
 		limit = 3
 	}
-	for seq := req.GetAfterSeq() + 1; seq <= req.GetAfterSeq()+limit; seq++ {
+	for i := uint64(1); i <= limit; i++ {
+		seq := req.GetAfterSeq() + 10*i
 		item := &feedv1.Item{Seq: seq, Feed: req.GetFeed(), Text: fmt.Sprintf("item %d of %s", seq, req.GetFeed())}
 		if err := stream.Send(item); err != nil {
 			return err
