@@ -89,10 +89,29 @@ func (a *appendWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// deflateMinBytes: a batch shorter than this goes as a stored block, with
+// no compressor at all. BestSpeed would only Huffman-code it, which gains
+// nothing on text this short (BenchmarkSSEGzip), at the cost of a few
+// microseconds per batch.
+const deflateMinBytes = 128
+
 // appendDeflate appends src to dst as deflate blocks that refer to nothing
-// before them, ended with a sync flush: byte-aligned and not final, so
-// that such runs concatenate into one deflate stream.
+// before them, ended byte-aligned and not final, so that such runs
+// concatenate into one deflate stream: a stored block for a short src,
+// otherwise a compressor's blocks and its sync flush.
 func appendDeflate(dst, src []byte) []byte {
+	if len(src) < deflateMinBytes {
+		// RFC 1951 section 3.2.4: BFINAL 0, BTYPE 00, padded to the byte
+		// (the run before ended on one), LEN and its complement NLEN;
+		// then the empty stored block of a sync flush, without which some
+		// decoders (Go's) keep the block's bytes until the next block.
+		n := uint16(len(src))
+		dst = append(dst, 0x00)
+		dst = binary.LittleEndian.AppendUint16(dst, n)
+		dst = binary.LittleEndian.AppendUint16(dst, ^n)
+		dst = append(dst, src...)
+		return append(dst, syncFlush...)
+	}
 	fw := flateWriters.Get().(*flate.Writer)
 	aw := &appendWriter{b: dst}
 	fw.Reset(aw)
@@ -103,6 +122,9 @@ func appendDeflate(dst, src []byte) []byte {
 	flateWriters.Put(fw)
 	return aw.b
 }
+
+// syncFlush is the empty stored block that ends a sync flush.
+const syncFlush = "\x00\x00\x00\xff\xff"
 
 // gzipHeader starts a gzip member: no name, no time, unknown OS (RFC 1952
 // section 2.3).

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/grpcbridge/grpcbridge/bridge"
@@ -51,6 +53,10 @@ func (s *steppedEcho) Echo(ss grpc.BidiStreamingServer[demov1.EchoRequest, demov
 }
 
 func (s *steppedEcho) Stream(_ *demov1.StreamRequest, ss grpc.ServerStreamingServer[demov1.EchoResponse]) error {
+	// The response headers commit the stream at once.
+	if err := ss.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 	seq := uint64(0)
 	for {
 		select {
@@ -187,17 +193,18 @@ func nextOf(t *testing.T, r *bridgetest.SSEReader, body io.Closer, typ string) b
 // on, with Accept-Encoding: gzip, over HTTP/1.1 (the takeover) and HTTP/2.
 // The response is gzip, varies on Accept-Encoding, and is one gzip member
 // that inflates incrementally: the backend produces each message only
-// after the test has read the one before out of the decompressor, so a
-// bridge that held compressed bytes back (a compressor not flushed per
-// batch) would hang the read. Heartbeats and the end event come through,
-// and the member's trailer checks out (gzip.Reader verifies the CRC-32
-// and length at its EOF), with nothing after it.
+// after the test has read the one before out of the decompressor, and no
+// heartbeat comes within the test's safety timeout, so a bridge that held
+// compressed bytes back (a compressor not flushed per batch) would fail
+// the read. Short and long messages (a stored block and compressed
+// blocks) and the end event come through, and the member's trailer checks
+// out (gzip.Reader verifies the CRC-32 and length at its EOF), with
+// nothing after it.
 func TestSSEGzip(t *testing.T) {
-	env := newCompressEnv(t,
-		bridge.WithCompression(echoStream, bridge.CompressionOptions{SSE: true}),
-		bridge.WithHeartbeatInterval(50*time.Millisecond))
+	env := newCompressEnv(t, bridge.WithCompression(echoStream, bridge.CompressionOptions{SSE: true}))
 	for _, proto := range []string{"http1", "h2"} {
 		t.Run(proto, func(t *testing.T) {
+			env.echo.next = make(chan string)
 			resp := env.servers[proto].do(t, http.MethodGet, "/"+echoStream, "", "Accept-Encoding", "gzip, deflate, br")
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d", resp.StatusCode)
@@ -211,19 +218,13 @@ func TestSSEGzip(t *testing.T) {
 			if got := resp.Header.Get("Content-Type"); got != "text/event-stream; charset=utf-8" {
 				t.Errorf("Content-Type %q", got)
 			}
-			// The gzip header goes out with the first batch (the retry hint
-			// and a heartbeat, since the backend is silent).
+			texts := []string{"one", strings.Repeat("two", 2000), "three", "four"}
 			zr, err := gzip.NewReader(resp.Body)
 			if err != nil {
 				t.Fatalf("gzip header: %v", err)
 			}
 			zr.Multistream(false) // one member: see what follows it below
 			events := bridgetest.NewSSEReader(zr)
-			ping := nextOf(t, events, resp.Body, "")
-			if ping.Comments[0] != "ping" {
-				t.Errorf("heartbeat comment %q, want ping", ping.Comments[0])
-			}
-			texts := []string{"one", strings.Repeat("two", 2000), "three"}
 			for i, text := range texts {
 				env.echo.next <- text // produced only now
 				ev := nextOf(t, events, resp.Body, "message")
@@ -234,15 +235,10 @@ func TestSSEGzip(t *testing.T) {
 				if err := json.Unmarshal([]byte(ev.Data), &msg); err != nil {
 					t.Fatalf("event %d: %v: %s", i+1, err, ev.Data)
 				}
-				if msg.Text != text || msg.Seq != string(rune('1'+i)) {
+				if msg.Text != text || msg.Seq != strconv.Itoa(i+1) {
 					t.Fatalf("event %d: text %.20q seq %s, want %.20q and %d", i+1, msg.Text, msg.Seq, text, i+1)
 				}
 			}
-			nextOf(t, events, resp.Body, "") // a heartbeat between messages
-			env.echo.next <- "four"
-			nextOf(t, events, resp.Body, "message")
-			// The end: the channel is shared by both subtests, so a new
-			// one for the next.
 			close(env.echo.next)
 			end := nextOf(t, events, resp.Body, "end")
 			if !strings.Contains(end.Data, `"code":0`) {
@@ -255,7 +251,32 @@ func TestSSEGzip(t *testing.T) {
 			if err != nil || len(rest) != 0 {
 				t.Errorf("after the gzip member: %d bytes, %v; want nothing", len(rest), err)
 			}
-			env.echo.next = make(chan string)
+		})
+	}
+}
+
+// TestSSEGzipHeartbeat: the heartbeats of a silent gzip stream arrive
+// one by one, each inflated as soon as it is written.
+func TestSSEGzipHeartbeat(t *testing.T) {
+	env := newCompressEnv(t,
+		bridge.WithCompression(echoStream, bridge.CompressionOptions{SSE: true}),
+		bridge.WithHeartbeatInterval(20*time.Millisecond))
+	for _, proto := range []string{"http1", "h2"} {
+		t.Run(proto, func(t *testing.T) {
+			resp := env.servers[proto].do(t, http.MethodGet, "/"+echoStream, "", "Accept-Encoding", "gzip")
+			if got := resp.Header.Get("Content-Encoding"); resp.StatusCode != http.StatusOK || got != "gzip" {
+				t.Fatalf("status %d, Content-Encoding %q; want 200 and gzip", resp.StatusCode, got)
+			}
+			zr, err := gzip.NewReader(resp.Body)
+			if err != nil {
+				t.Fatalf("gzip header: %v", err)
+			}
+			events := bridgetest.NewSSEReader(zr)
+			for range 3 {
+				if ping := nextOf(t, events, resp.Body, ""); ping.Comments[0] != "ping" {
+					t.Fatalf("heartbeat comment %q, want ping", ping.Comments[0])
+				}
+			}
 		})
 	}
 }
