@@ -2,6 +2,8 @@ package bridge_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net/http"
@@ -260,6 +262,43 @@ func TestSessionLimits(t *testing.T) {
 	}
 }
 
+// TestSessionBytesInFlight: a client that acknowledges nothing gets no
+// more than the session's bytes in flight, whatever its calls' windows.
+func TestSessionBytesInFlight(t *testing.T) {
+	const inFlight = 8 << 10
+	env := newSessionEnv(t, 1, sessionOpts(bridge.SessionOptions{MaxBytesInFlight: inFlight}))
+	s := dialSession(t, "websocket", env.replicas[0].url)
+	s.mu.Lock()
+	s.noAck = true
+	s.mu.Unlock()
+	calls := make([]*tCall, 4)
+	for i := range calls {
+		calls[i] = s.open(sStreamPath, "")
+		calls[i].sendMsg(&demov1.StreamRequest{Count: 1000, Size: 1000})
+	}
+	time.Sleep(300 * time.Millisecond)
+	got := 0
+	for _, c := range calls {
+		got += len(c.msgs)
+	}
+	// About 1 KB a response: the limit's worth, plus the one that may
+	// start when the session is just below it.
+	if most := inFlight/1000 + 1; got == 0 || got > most {
+		t.Errorf("got %d responses unacknowledged, want 1 to %d", got, most)
+	}
+	for _, c := range calls {
+		c.cancel()
+	}
+	s.mu.Lock()
+	s.noAck = false
+	ack := s.recvSeq
+	s.mu.Unlock()
+	_ = s.sendUnsequenced(tFrame{typ: tAck, payload: binary.AppendUvarint(nil, ack)})
+	for _, c := range calls {
+		wantCode(t, "call", c.final(), codes.Canceled)
+	}
+}
+
 // TestSessionCutsUnderLoad cuts the downstream every 2 s (every 300 ms
 // with -short) while calls stream both ways; every response arrives
 // exactly once and in order, and every request reaches the backend once.
@@ -412,8 +451,11 @@ func TestSessionTokens(t *testing.T) {
 		t.Errorf("token owner %q, want %q", owner, rep.addr)
 	}
 	later := time.Now().Add(time.Hour)
-	forged := []byte(s.token)
-	forged[len(forged)-2] ^= 1
+	// Forged: the same payload with one bit of the MAC changed.
+	p64, m64, _ := strings.Cut(s.token, ".")
+	sum, _ := base64.RawURLEncoding.DecodeString(m64)
+	sum[0] ^= 1
+	forged := p64 + "." + base64.RawURLEncoding.EncodeToString(sum)
 	cases := []struct {
 		name  string
 		token string
@@ -421,7 +463,7 @@ func TestSessionTokens(t *testing.T) {
 	}{
 		{"valid", s.token, http.StatusOK},
 		{"second key", signToken([]byte("an-older-key-still-accepted-0123456789"), id, later, owner), http.StatusOK},
-		{"forged", string(forged), http.StatusForbidden},
+		{"forged", forged, http.StatusForbidden},
 		{"expired", signToken(sessionKey, id, time.Now().Add(-time.Second), owner), http.StatusForbidden},
 		{"foreign key", signToken([]byte("some-other-deployment-key-0123456789"), id, later, owner), http.StatusForbidden},
 		{"not a token", "hello", http.StatusBadRequest},

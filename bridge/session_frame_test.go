@@ -6,6 +6,10 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
 // FuzzDecodeSessionFrame checks the session frame decoder on any input:
@@ -113,5 +117,33 @@ func TestSessionTokenRoundTrip(t *testing.T) {
 		if _, err := (tokenKeys{k1}).verify(bad, time.Now()); err == nil {
 			t.Errorf("verify(%q) accepted it", bad)
 		}
+	}
+}
+
+// TestSessionProtocolExample keeps the bytes of docs/protocol.md's
+// session example true.
+func TestSessionProtocolExample(t *testing.T) {
+	t.Parallel()
+	tok := tokenKeys{bytes.Repeat([]byte{7}, 32)}.sign(sessionToken{id: newSessionID(), expiry: time.Now().Add(time.Hour), owner: "127.0.0.1:8080"})
+	if len(tok) != 0x60 {
+		t.Errorf("a token for 127.0.0.1:8080 is %d bytes, the example says 96", len(tok))
+	}
+	hello := appendHello(nil, helloPayload{token: tok, maxCalls: defaultSessionMaxCalls, window: defaultSessionWindow,
+		maxMessage: defaultReadMaxBytes, graceMs: uint64(defaultSessionGrace.Milliseconds())})
+	if want := []byte{0x00, 0x64, 0x80, 0x80, 0x10, 0x80, 0x80, 0x80, 0x02, 0xb0, 0xea, 0x01}; !bytes.HasSuffix(hello, want) || len(hello) != 0x6d {
+		t.Errorf("HELLO payload: %d bytes ending % x", len(hello), hello[len(hello)-12:])
+	}
+	open := appendFrame(nil, sessionFrame{typ: frameOpen, seq: 1, call: 1, payload: appendOpen(nil, openPayload{path: "/demo.v1.EchoService/Echo"})})
+	if want := []byte{0x01, 0x00, 0x01, 0x01, 0x1b, 0x00, 0x19}; !bytes.HasPrefix(open, want) {
+		t.Errorf("OPEN: % x", open[:7])
+	}
+	st := encodeStatus(newCodec(protoregistry.GlobalFiles), status.New(codes.OK, ""), nil)
+	if string(st) != `{"status":{"code":0,"message":"","details":[]},"trailers":{}}` || len(st) != 0x3d {
+		t.Errorf("STATUS payload %s (%d bytes)", st, len(st))
+	}
+	frames := appendFrame(nil, sessionFrame{typ: frameHeaders, seq: 1, call: 1, payload: encodeHeaders(nil)})
+	frames = appendFrame(frames, sessionFrame{typ: frameMessage, seq: 2, call: 1, payload: []byte{0x0a, 0x02, 'h', 'i', 0x18, 0x01}})
+	if got := string(appendSessionEvent(nil, frames, 2)); got != "id: 2\ndata: BQABAQ57ImhlYWRlcnMiOnt9fQIAAgEGCgJoaRgB\n\n" {
+		t.Errorf("event: %q", got)
 	}
 }
