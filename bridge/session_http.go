@@ -190,7 +190,17 @@ func (srv *sessionServer) serveDownstream(w http.ResponseWriter, r *http.Request
 		writeFrames(w, append(hello, batch...))
 		return
 	}
-	wire := &responseWire{w: w, rc: http.NewResponseController(w)}
+	// The event stream goes to an sseWire, as SSE calls do: over HTTP/1.1
+	// the connection taken over from net/http (takeover.go), whose close
+	// the shared poller reports, else the ResponseWriter.
+	var wire sseWire = &responseWire{w: w, rc: http.NewResponseController(w)}
+	if r.ProtoMajor == 1 && !h.cfg.sseNoHijack {
+		if t, ok := hijack(w); ok {
+			wire = t
+			t.watch(func() { s.detach(dl) })
+		}
+	}
+	defer wire.close()
 	buf := wire.commit(nil)
 	buf = strconv.AppendInt(append(buf, "retry: "...), h.cfg.retryInterval.Milliseconds(), 10)
 	buf = appendSessionEvent(append(buf, "\n\n"...), hello, 0)
