@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"google.golang.org/grpc/codes"
 
 	"github.com/grpcbridge/grpcbridge/bridge"
@@ -604,5 +605,56 @@ func TestSessionProtocolViolation(t *testing.T) {
 		}
 	case <-time.After(wsSafetyTimeout):
 		t.Error("no GOAWAY")
+	}
+}
+
+// TestSessionOrigins: every session request passes the trust boundary's
+// origin rules: another site's page can neither create a session nor use
+// one, over either carrier; an allowed origin gets its CORS headers, and
+// the preflight of its upstream POST passes.
+func TestSessionOrigins(t *testing.T) {
+	env := newSessionEnv(t, 1, func(addr string) []bridge.Option {
+		return append(sessionOpts(bridge.SessionOptions{PollTimeout: 10 * time.Millisecond})(addr),
+			bridge.WithAllowedOrigins("https://app.example"))
+	})
+	base := env.replicas[0].url
+	s := dialSession(t, "http", base)
+	do := func(method, query, origin string, hdr map[string]string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+"/_bridge/session"+query, nil)
+		req.Header.Set("Origin", origin)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	for _, tc := range []struct{ name, method, query string }{
+		{"create", http.MethodPost, ""},
+		{"poll", http.MethodGet, s.resumeQuery() + "&poll=1"},
+		{"upstream", http.MethodPost, "?sid=" + url.QueryEscape(s.token)},
+	} {
+		if resp := do(tc.method, tc.query, "https://evil.example", nil); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s from another site: HTTP %d, want 403", tc.name, resp.StatusCode)
+		}
+	}
+	d := websocket.Dialer{Subprotocols: []string{sessionSubprotocol}, HandshakeTimeout: wsSafetyTimeout}
+	_, resp, err := d.Dial("ws"+strings.TrimPrefix(base, "http")+"/_bridge/session", http.Header{"Origin": {"https://evil.example"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("WebSocket from another site: %v, want 403", err)
+	}
+	if resp := do(http.MethodGet, s.resumeQuery()+"&poll=1", "https://app.example", nil); resp.StatusCode != http.StatusOK || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" {
+		t.Errorf("poll from an allowed origin: HTTP %d, ACAO %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+	pre := do(http.MethodOptions, "?sid=x", "https://app.example", map[string]string{
+		"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type",
+	})
+	if pre.StatusCode != http.StatusNoContent || !strings.Contains(strings.ToLower(pre.Header.Get("Access-Control-Allow-Headers")), "content-type") {
+		t.Errorf("preflight: HTTP %d, allow headers %q", pre.StatusCode, pre.Header.Get("Access-Control-Allow-Headers"))
 	}
 }
