@@ -52,6 +52,8 @@ type phase struct {
 	reconnects  int64 // SSE connections after a follower's first
 	cuts        int64 // SSE streams that ended or broke (the resume is timed from here)
 	resumes     []time.Duration
+	silence     time.Duration  // the longest time a follower went without a tick
+	silent5     int64          // followers that went 5 s or more without one
 	wsEnds      map[string]int // "kind status/close" -> calls
 	wsMessages  int64          // WebSocket replies checked
 	lostAtCut   int64          // chat messages sent and not echoed before the call was cut
@@ -180,6 +182,7 @@ type follower struct {
 	id     int
 	client *http.Client
 	rec    *recorder
+	base   string // the ingress's URL; "" is baseURL
 
 	last     uint64 // last tick seq
 	lastID   string
@@ -225,7 +228,11 @@ func (f *follower) cut(p *phase, kind string, err error) {
 }
 
 func (f *follower) once(ctx context.Context) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/demo.v1.TickerService/Watch?symbol=R%d&interval_ms=1000", baseURL, f.id), nil)
+	base := f.base
+	if base == "" {
+		base = baseURL
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/demo.v1.TickerService/Watch?symbol=R%d&interval_ms=1000", base, f.id), nil)
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")
 	req.Header.Set("Origin", origin)
@@ -298,7 +305,17 @@ func (f *follower) once(ctx context.Context) {
 			}
 			f.last = max(f.last, seq)
 			f.seqA.Store(f.last)
-			f.tickA.Store(time.Now().UnixNano())
+			now := time.Now()
+			if prev := f.tickA.Swap(now.UnixNano()); prev != 0 {
+				if d := now.Sub(time.Unix(0, prev)); d > 1500*time.Millisecond { // ticks come every second
+					p.add(func(p *phase) {
+						p.silence = max(p.silence, d)
+						if d >= 5*time.Second {
+							p.silent5++
+						}
+					})
+				}
+			}
 		case "error":
 			var st struct {
 				Code    int    `json:"code"`

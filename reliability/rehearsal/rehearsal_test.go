@@ -34,6 +34,8 @@ var (
 	flagIngress = flag.String("ingress", "nginx", "the ingress: nginx or haproxy")
 	flagBin     = flag.String("bin", "", "directory holding the bridge, demo and toxiproxy-server binaries")
 	flagOut     = flag.String("out", "", "directory of the report (report.md) and the run's logs")
+	flagSSE     = flag.Int("sse", 0, "SSE followers, instead of the size's (a full script under a light load, while working on it)")
+	flagWS      = flag.Int("ws", 0, "WebSocket clients (three quarters chat), instead of the size's")
 )
 
 // size is a run's load and pace.
@@ -79,6 +81,13 @@ func TestRehearsal(t *testing.T) {
 	sz, ok := sizes[*flagMode]
 	if !ok {
 		t.Skip("the production rehearsal runs with -rehearsal short or full: make rehearsal-short, make rehearsal")
+	}
+	if *flagSSE > 0 {
+		sz.sse = *flagSSE
+	}
+	if *flagWS > 0 {
+		sz.chat = *flagWS * 3 / 4
+		sz.echo = *flagWS - sz.chat
 	}
 	if *flagBin == "" || *flagOut == "" {
 		t.Fatal("-bin and -out are required")

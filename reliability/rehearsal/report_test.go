@@ -47,12 +47,12 @@ func (r *run) report(followers []*follower) (string, string) {
 	w("%d ticks delivered in all, %d missing, %d twice; %d followers failed for good; %d unexplained errors.\n\n", events, gaps, dups, dead, unexpl)
 
 	w("## Phases\n\n")
-	w("A phase runs from its action to the next phase's, so its settling time is its own. Resume: from the moment a follower saw its stream cut (end, break or transient error event) to its next tick, counted in the phase of the cut.\n\n")
-	w("| phase | time | ticks | missing | twice | SSE cuts | reconnects | resume p50 | p99 | max | WebSocket replies | chat lost at a cut | unexplained |\n")
-	w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	w("A phase runs from its action to the next phase's, so its settling time is its own. Resume: from the moment a follower saw its stream cut (end, break or transient error event) to its next tick, counted in the phase of the cut. Silence: the longest time a follower went without a tick (they come every second), and how many went 5 s or more.\n\n")
+	w("| phase | time | ticks | missing | twice | SSE cuts | reconnects | resume p50 | p99 | max | silence max | silent ≥ 5 s | WebSocket replies | chat lost at a cut | unexplained |\n")
+	w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, p := range r.rec.phases {
-		w("| %s | %s | %d | %d | %d | %d | %d | %s | %s | %s | %d | %d | %d |\n", p.name, p.end.Sub(p.start).Round(100*time.Millisecond), p.events, p.gaps, p.dups, p.cuts, p.reconnects,
-			ms(percentile(p.resumes, 0.5)), ms(percentile(p.resumes, 0.99)), ms(percentile(p.resumes, 1)), p.wsMessages, p.lostAtCut, p.nUnexpl)
+		w("| %s | %s | %d | %d | %d | %d | %d | %s | %s | %s | %s | %d | %d | %d | %d |\n", p.name, p.end.Sub(p.start).Round(100*time.Millisecond), p.events, p.gaps, p.dups, p.cuts, p.reconnects,
+			ms(percentile(p.resumes, 0.5)), ms(percentile(p.resumes, 0.99)), ms(percentile(p.resumes, 1)), ms(p.silence), p.silent5, p.wsMessages, p.lostAtCut, p.nUnexpl)
 	}
 
 	w("\n## WebSocket calls, by how they ended\n\n")
