@@ -573,6 +573,22 @@ func (s *tSession) sendLocked(f tFrame) error {
 	return s.transmit(encFrame(nil, f))
 }
 
+// sendBatch sends sequenced frames in one WebSocket message or POST.
+func (s *tSession) sendBatch(frames ...tFrame) error {
+	s.seqMu.Lock()
+	defer s.seqMu.Unlock()
+	var b []byte
+	s.mu.Lock()
+	for _, f := range frames {
+		s.sendSeq++
+		f.seq = s.sendSeq
+		s.unacked = append(s.unacked, f)
+		b = encFrame(b, f)
+	}
+	s.mu.Unlock()
+	return s.transmit(b)
+}
+
 func (s *tSession) sendUnsequenced(f tFrame) error { return s.transmit(encFrame(nil, f)) }
 
 // resend sends what the bridge has not acknowledged, after a reattach.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/grpcbridge/grpcbridge/bridge"
 	demov1 "github.com/grpcbridge/grpcbridge/gen/demo/v1"
@@ -134,8 +135,12 @@ func TestSessionCallErrors(t *testing.T) {
 	wantCode(t, "undecodable message", c.final(), codes.InvalidArgument)
 
 	c = s.open(sUnaryPath, "")
-	c.sendMsg(newNote("one"))
-	c.sendMsg(newNote("two"))
+	// In one batch: a second message after the call has ended would be
+	// ignored, as frames for an ended call are.
+	one, _ := proto.Marshal(newNote("one"))
+	if err := s.sendBatch(tFrame{typ: tMessage, call: c.id, payload: one}, tFrame{typ: tMessage, call: c.id, payload: one}); err != nil {
+		t.Fatal(err)
+	}
 	wantCode(t, "second message of a unary call", c.final(), codes.InvalidArgument)
 
 	c = s.open(sHoldPath, "")
