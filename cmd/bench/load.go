@@ -10,6 +10,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -553,30 +555,64 @@ func openSSE(ctx context.Context, addr, path string, bufSize int, firstMessage, 
 }
 
 // h2cClients are the HTTP/2 load generators' clients: one per TCP
-// connection, each speaking cleartext HTTP/2 with prior knowledge, so that
-// every stream of client i goes over connection i (net/http keeps one
-// HTTP/2 connection per host while the server's stream limit allows).
+// connection, each speaking cleartext HTTP/2 with prior knowledge (or,
+// with roots, HTTP/2 over TLS), so that every stream of client i goes
+// over connection i (net/http keeps one HTTP/2 connection per host while
+// the server's stream limit allows).
 type h2cClients struct {
 	clients []*http.Client
+	scheme  string
 	dials   atomic.Int64 // connections dialed: the check that it is one per client
 }
 
-func newH2CClients(conns int) *h2cClients {
-	h := &h2cClients{clients: make([]*http.Client, conns)}
+func newH2CClients(conns int, roots *x509.CertPool) *h2cClients {
+	h := &h2cClients{clients: make([]*http.Client, conns), scheme: "http"}
 	for i := range h.clients {
 		var p http.Protocols
-		p.SetUnencryptedHTTP2(true)
-		var d net.Dialer
-		h.clients[i] = &http.Client{Transport: &http.Transport{
+		tr := &http.Transport{
 			Protocols:          &p,
 			DisableCompression: true,
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				h.dials.Add(1)
+				var d net.Dialer
 				return d.DialContext(ctx, network, addr)
 			},
-		}}
+		}
+		if roots != nil {
+			h.scheme = "https"
+			p.SetHTTP2(true) // ALPN h2 only: a server that falls back to HTTP/1.1 fails the check below
+			tr.TLSClientConfig = &tls.Config{RootCAs: roots}
+			tr.ForceAttemptHTTP2 = true
+		} else {
+			p.SetUnencryptedHTTP2(true)
+		}
+		h.clients[i] = &http.Client{Transport: tr}
 	}
 	return h
+}
+
+// h2Flags registers load-idle's and load-fanout's HTTP/2 flags and returns
+// what makes their clients after the flags are parsed (nil: HTTP/1.1).
+func h2Flags(fs *flag.FlagSet, what string) func() (*h2cClients, error) {
+	conns := fs.Int("h2c", 0, "0: HTTP/1.1, a connection per "+what+"; N: cleartext HTTP/2 over N connections, the "+what+"s spread evenly")
+	ca := fs.String("tls-ca", "", "with -h2c: HTTP/2 over TLS instead, trusting the PEM certificate in this `file`")
+	return func() (*h2cClients, error) {
+		if *conns <= 0 {
+			return nil, nil
+		}
+		var roots *x509.CertPool
+		if *ca != "" {
+			pem, err := os.ReadFile(*ca)
+			if err != nil {
+				return nil, err
+			}
+			roots = x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("%s: no PEM certificate", *ca)
+			}
+		}
+		return newH2CClients(*conns, roots), nil
+	}
 }
 
 func (h *h2cClients) close() {
@@ -588,9 +624,9 @@ func (h *h2cClients) close() {
 // openSSEH2 opens one event stream with client (over HTTP/2) and, with
 // firstMessage, reads up to its first message event. It returns the body,
 // to close, and a reader of it after what it read.
-func openSSEH2(ctx context.Context, client *http.Client, addr, path string, bufSize int, firstMessage bool) (io.Closer, *bufio.Reader, error) {
+func openSSEH2(ctx context.Context, client *http.Client, url string, bufSize int, firstMessage bool) (io.Closer, *bufio.Reader, error) {
 	// The stream outlives ctx's opening deadline: its own context never ends.
-	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodGet, "http://"+addr+path, nil)
+	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodGet, url, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -602,7 +638,7 @@ func openSSEH2(ctx context.Context, client *http.Client, addr, path string, bufS
 	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		resp.Body.Close()
-		return nil, nil, fmt.Errorf("GET %s: %s %s: %s", path, resp.Proto, resp.Status, b)
+		return nil, nil, fmt.Errorf("GET %s: %s %s: %s", url, resp.Proto, resp.Status, b)
 	}
 	body := bufio.NewReaderSize(resp.Body, bufSize)
 	if err := skipToFirstMessage(body, firstMessage); err != nil {
@@ -643,7 +679,7 @@ func openStreams(ctx context.Context, n, conc int, addr, path string, bufSize in
 		var body *bufio.Reader
 		var err error
 		if h2 != nil {
-			c, body, err = openSSEH2(ctx, h2.clients[i%len(h2.clients)], addr, path, bufSize, firstMessage)
+			c, body, err = openSSEH2(ctx, h2.clients[i%len(h2.clients)], h2.scheme+"://"+addr+path, bufSize, firstMessage)
 		} else {
 			c, body, err = openSSE(ctx, addr, path, bufSize, firstMessage, gzipped)
 		}
@@ -705,21 +741,23 @@ func loadIdle(args []string) error {
 	n := fs.Int("n", 10000, "streams")
 	conc := fs.Int("conc", 100, "streams being opened at once")
 	gz := fs.Bool("gzip", false, "ask for gzip (Accept-Encoding) and insist on it")
-	h2conns := fs.Int("h2c", 0, "0: HTTP/1.1, a connection per stream; N: cleartext HTTP/2 over N connections, the streams spread evenly")
+	newH2 := h2Flags(fs, "stream")
 	fs.BoolVar(&plainSSE, "plain", false, "the server names no event type: every data line is a message (Centrifugo)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var h2 *h2cClients
-	if *h2conns > 0 {
-		h2 = newH2CClients(*h2conns)
+	h2, err := newH2()
+	if err != nil {
+		return err
+	}
+	if h2 != nil {
 		defer h2.close()
 	}
 	conns := make([]io.Closer, *n)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	err := openStreams(ctx, *n, *conc, *addr, *path, 1024, true, *gz, h2, func(i int, c io.Closer, _ *bufio.Reader) { conns[i] = c })
+	err = openStreams(ctx, *n, *conc, *addr, *path, 1024, true, *gz, h2, func(i int, c io.Closer, _ *bufio.Reader) { conns[i] = c })
 	closeAll := func() {
 		for i, c := range conns {
 			if c != nil {
@@ -771,14 +809,16 @@ func loadFanout(args []string) error {
 	path := fs.String("path", "", "URL path and query of the stream")
 	n := fs.Int("n", 10000, "subscribers")
 	conc := fs.Int("conc", 200, "streams being opened at once")
-	h2conns := fs.Int("h2c", 0, "0: HTTP/1.1, a connection per subscriber; N: cleartext HTTP/2 over N connections, the subscribers spread evenly")
+	newH2 := h2Flags(fs, "subscriber")
 	fs.BoolVar(&plainSSE, "plain", false, "the server names no event type: every data line is a message (Centrifugo)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var h2 *h2cClients
-	if *h2conns > 0 {
-		h2 = newH2CClients(*h2conns)
+	h2, err := newH2()
+	if err != nil {
+		return err
+	}
+	if h2 != nil {
 		defer h2.close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -795,7 +835,7 @@ func loadFanout(args []string) error {
 	start := time.Now()
 	// A subscriber joining a shared stream gets its first tick only at the
 	// next tick: the 200 is enough.
-	err := openStreams(ctx, *n, *conc, *addr, *path, 4096, false, false, h2, func(i int, c io.Closer, body *bufio.Reader) {
+	err = openStreams(ctx, *n, *conc, *addr, *path, 4096, false, false, h2, func(i int, c io.Closer, body *bufio.Reader) {
 		connsMu.Lock()
 		conns[i] = c
 		connsMu.Unlock()

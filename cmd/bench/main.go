@@ -9,7 +9,8 @@
 //     round-trip latency and throughput;
 //  3. many idle SSE streams: the bridge's memory and goroutines per stream,
 //     and how fast both return when the clients leave, then after a short
-//     burst of streams (3gz: gzipped; 3h2: over h2c);
+//     burst of streams (3gz: gzipped; 3h2: over h2c; 3h2tls: HTTP/2 with
+//     TLS);
 //  4. fan-out of one shared upstream stream to many SSE subscribers:
 //     delivery latency and CPU per delivered message (4h2: over h2c
 //     connections against HTTP/1.1 ones, interleaved);
@@ -20,7 +21,7 @@
 // The machines are shared and noisy, so it reports ratios between runs
 // made side by side, never pass or fail. Usage:
 //
-//	bench [-quick] [-scenarios 1,2,3,3gz,3h2,4,4h2] [-profile dir]
+//	bench [-quick] [-scenarios 1,2,3,3gz,3h2,3h2tls,4,4h2] [-profile dir]
 //	bench -scenarios peers -centrifugo bin -vanguard bin
 //
 // The subcommands gateway, load-stream, load-ws, load-idle, load-fanout and
@@ -93,7 +94,7 @@ func harnessMain(args []string) error {
 	c := config{}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	quick := fs.Bool("quick", false, "small counts and short runs: a smoke test of the harness (about a minute)")
-	scen := fs.String("scenarios", "1,2,3,3gz,3h2,4,4h2", "scenarios to run, comma-separated (3gz: scenario 3 with the streams gzipped; 3h2, 4h2: scenarios 3 and 4 over h2c)")
+	scen := fs.String("scenarios", "1,2,3,3gz,3h2,3h2tls,4,4h2", "scenarios to run, comma-separated (3gz: scenario 3 with the streams gzipped; 3h2, 4h2: scenarios 3 and 4 over h2c; 3h2tls: 3 over HTTP/2 with TLS; peers: make bench-peers)")
 	fs.IntVar(&c.rounds, "rounds", 5, "interleaved runs per target in scenarios 1 and 2")
 	fs.DurationVar(&c.streamDur, "dur", 3*time.Second, "measured time of each scenario 1 run")
 	fs.IntVar(&c.rtts, "rtts", 2000, "sequential round trips per scenario 2 run")
@@ -168,6 +169,7 @@ func harnessMain(args []string) error {
 		{"3", func(ctx context.Context) error { return h.scenarioIdle(ctx, "3") }},
 		{"3gz", func(ctx context.Context) error { return h.scenarioIdle(ctx, "3gz") }},
 		{"3h2", func(ctx context.Context) error { return h.scenarioIdle(ctx, "3h2") }},
+		{"3h2tls", func(ctx context.Context) error { return h.scenarioIdle(ctx, "3h2tls") }},
 		{"4", h.scenarioFanout},
 		{"4h2", h.scenarioFanoutH2},
 		{"peers", h.scenarioPeers},
@@ -273,11 +275,20 @@ func (h *harness) startDemo() (string, error) {
 // docs/deploy.md).
 const bridgeGODEBUG = "GODEBUG=adaptivestackstart=0"
 
-// bridgeProc is a running bridge.
+// bridgeProc is a running bridge (or peer).
 type bridgeProc struct {
 	*proc
 	addr      string
+	https     bool   // it serves HTTPS (-tls-cert)
 	pprofAddr string // "" without profiling
+}
+
+// url is the server's scheme and host, for its operational endpoints.
+func (b *bridgeProc) url() string {
+	if b.https {
+		return "https://" + b.addr
+	}
+	return "http://" + b.addr
 }
 
 // startBridge starts the bridge in front of backend, exposing demo.v1.*,
@@ -292,7 +303,7 @@ func (h *harness) startBridgeBin(name, bin, backend string, profile bool, extra 
 	if err != nil {
 		return nil, err
 	}
-	b := &bridgeProc{addr: addr}
+	b := &bridgeProc{addr: addr, https: slices.Contains(extra, "-tls-cert")}
 	env := []string{bridgeGODEBUG} // as deploy/Dockerfile runs it
 	if profile {
 		if b.pprofAddr, err = freeAddr(); err != nil {
@@ -306,7 +317,7 @@ func (h *harness) startBridgeBin(name, bin, backend string, profile bool, extra 
 		return nil, err
 	}
 	b.proc = h.track(p)
-	return b, p.waitReady(30*time.Second, httpReady("http://"+addr+"/healthz"))
+	return b, p.waitReady(30*time.Second, httpReady(b.url()+"/healthz"))
 }
 
 // startGateway starts grpc-gateway's proxy in front of backend.

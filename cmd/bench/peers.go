@@ -293,7 +293,7 @@ func (h *harness) measureIdle(srv *bridgeProc, path string, genArgs []string, wa
 	time.Sleep(time.Second)
 	f := &idleFigures{}
 	var err error
-	if f.g0, err = goroutines(srv.addr); err != nil {
+	if f.g0, err = goroutines(srv.url()); err != nil {
 		return nil, err
 	}
 	if f.rss0, _, err = procStat(srv.pid()); err != nil {
@@ -308,7 +308,7 @@ func (h *harness) measureIdle(srv *bridgeProc, path string, genArgs []string, wa
 		return nil, err
 	}
 	time.Sleep(2 * time.Second)
-	if f.g1, err = goroutines(srv.addr); err != nil {
+	if f.g1, err = goroutines(srv.url()); err != nil {
 		return nil, err
 	}
 	if f.rss1, _, err = procStat(srv.pid()); err != nil {
@@ -334,7 +334,7 @@ func (h *harness) peerIdle(ctx context.Context) ([]peerRatio, error) {
 		return nil, err
 	}
 	h.progress("peers idle: bridge")
-	bf, err := h.measureIdle(br, "/demo.v1.TickerService/Watch?symbol=IDLE&interval_ms=3600000", nil, func() error { return warmSSE(br.addr) })
+	bf, err := h.measureIdle(br, "/demo.v1.TickerService/Watch?symbol=IDLE&interval_ms=3600000", nil, func() error { return warmSSE(br.url()) })
 	if err != nil {
 		return nil, fmt.Errorf("bridge: %w", err)
 	}

@@ -4,10 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -211,10 +219,59 @@ func httpReady(url string) func() bool {
 }
 
 // opsClient talks to the bridge's operational endpoints. It keeps no idle
-// connection, so it adds no goroutine to the bridge between scrapes.
-var opsClient = &http.Client{
-	Timeout:   10 * time.Second,
-	Transport: &http.Transport{DisableKeepAlives: true},
+// connection, so it adds no goroutine to the bridge between scrapes. Over
+// HTTPS it trusts opsTLS.RootCAs: the harness's own certificate
+// (loopbackCert).
+var (
+	opsTLS    = &tls.Config{}
+	opsClient = &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: opsTLS},
+	}
+)
+
+// loopbackCert writes a self-signed certificate for 127.0.0.1 and its key
+// into dir, for a bridge serving HTTPS, and makes opsClient trust it.
+func loopbackCert(dir string) (certFile, keyFile string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "grpcbridge bench"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, "bench-cert.pem"), filepath.Join(dir, "bench-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return "", "", err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return "", "", err
+	}
+	if opsTLS.RootCAs == nil {
+		opsTLS.RootCAs = x509.NewCertPool()
+	}
+	opsTLS.RootCAs.AddCert(cert)
+	return certFile, keyFile, nil
 }
 
 // procStat reads a process's resident set size (bytes) and its user plus
@@ -248,15 +305,17 @@ func procStat(pid int) (rss int64, cpu time.Duration, err error) {
 	return rss, cpu, nil
 }
 
-// goroutines scrapes go_goroutines from the bridge's /metrics.
-func goroutines(addr string) (int, error) {
-	m, err := scrape(addr, "go_goroutines")
+// goroutines scrapes go_goroutines from the /metrics of the server at base
+// (scheme and host).
+func goroutines(base string) (int, error) {
+	m, err := scrape(base, "go_goroutines")
 	return int(m["go_goroutines"]), err
 }
 
-// scrape reads the named unlabelled metrics from the bridge's /metrics.
-func scrape(addr string, names ...string) (map[string]float64, error) {
-	resp, err := opsClient.Get("http://" + addr + "/metrics")
+// scrape reads the named unlabelled metrics from the /metrics of the
+// server at base.
+func scrape(base string, names ...string) (map[string]float64, error) {
+	resp, err := opsClient.Get(base + "/metrics")
 	if err != nil {
 		return nil, err
 	}

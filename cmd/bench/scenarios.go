@@ -178,7 +178,7 @@ type idleVariant struct {
 }
 
 // idleVariant returns scenario 3's variant id: 3 (HTTP/1.1), 3gz (HTTP/1.1,
-// gzip) or 3h2 (h2c: c.h2Conns connections).
+// gzip), 3h2 (h2c: c.h2Conns connections) or 3h2tls (the same over TLS).
 func (h *harness) idleVariant(id string) (idleVariant, error) {
 	c := h.cfg
 	h1 := "over HTTP/1.1 (its own TCP connection)"
@@ -193,6 +193,16 @@ func (h *harness) idleVariant(id string) (idleVariant, error) {
 		return idleVariant{name: "idle-h2", title: fmt.Sprintf(" over HTTP/2 (3h2: h2c, %d connections)", c.h2Conns),
 			transport: fmt.Sprintf("over cleartext HTTP/2 with prior knowledge (h2c), %d streams on each of %d connections", c.idle/c.h2Conns, c.h2Conns),
 			genArgs:   []string{"-h2c", strconv.Itoa(c.h2Conns)},
+		}, nil
+	case "3h2tls":
+		cert, key, err := loopbackCert(h.work)
+		if err != nil {
+			return idleVariant{}, err
+		}
+		return idleVariant{name: "idle-h2tls", title: fmt.Sprintf(" over HTTP/2 with TLS (3h2tls: %d connections)", c.h2Conns),
+			transport:  fmt.Sprintf("over HTTP/2 with TLS (ALPN h2, a self-signed P-256 certificate), %d streams on each of %d connections", c.idle/c.h2Conns, c.h2Conns),
+			bridgeArgs: []string{"-tls-cert", cert, "-tls-key", key},
+			genArgs:    []string{"-h2c", strconv.Itoa(c.h2Conns), "-tls-ca", cert},
 		}, nil
 	}
 	return idleVariant{name: "idle", transport: h1}, nil
@@ -221,15 +231,15 @@ func (h *harness) scenarioIdle(ctx context.Context, id string) error {
 	}
 	// Warm up: the backend connection and the handler's pools, so the
 	// baseline is a bridge that has served.
-	if err := warmSSE(br.addr); err != nil {
+	if err := warmSSE(br.url()); err != nil {
 		return err
 	}
 	time.Sleep(time.Second)
-	g0, err := goroutines(br.addr)
+	g0, err := goroutines(br.url())
 	if err != nil {
 		return err
 	}
-	memAtBaseline, err := scrape(br.addr, "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes")
+	memAtBaseline, err := scrape(br.url(), "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes")
 	if err != nil {
 		return err
 	}
@@ -252,7 +262,7 @@ func (h *harness) scenarioIdle(ctx context.Context, id string) error {
 		return err
 	}
 	time.Sleep(2 * time.Second) // let the last streams settle
-	g1, err := goroutines(br.addr)
+	g1, err := goroutines(br.url())
 	if err != nil {
 		return err
 	}
@@ -264,7 +274,7 @@ func (h *harness) scenarioIdle(ctx context.Context, id string) error {
 	// Where the memory is: goroutine stacks or heap objects.
 	const stack, heap = "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes"
 	mem0, mem1 := memAtBaseline, map[string]float64(nil)
-	if mem1, err = scrape(br.addr, stack, heap); err != nil {
+	if mem1, err = scrape(br.url(), stack, heap); err != nil {
 		return err
 	}
 	n := float64(c.idle)
@@ -292,7 +302,7 @@ func (h *harness) scenarioIdle(ctx context.Context, id string) error {
 		if err := fetch("http://"+br.pprofAddr+"/debug/pprof/goroutine?debug=1", goroutineFile, 30*time.Second); err != nil {
 			return err
 		}
-		mem2, err := scrape(br.addr, stack, heap)
+		mem2, err := scrape(br.url(), stack, heap)
 		if err != nil {
 			return err
 		}
@@ -315,7 +325,7 @@ func (h *harness) scenarioIdle(ctx context.Context, id string) error {
 	var gSeries []string
 	for t := time.Duration(0); t <= 5*time.Second; t += 100 * time.Millisecond {
 		time.Sleep(time.Until(left.Add(t)))
-		g, err := goroutines(br.addr)
+		g, err := goroutines(br.url())
 		if err != nil {
 			return err
 		}
@@ -429,7 +439,7 @@ func (h *harness) burstOnce(ctx context.Context, bin string) (*burstResult, erro
 	if err != nil {
 		return nil, err
 	}
-	if err := warmSSE(br.addr); err != nil {
+	if err := warmSSE(br.url()); err != nil {
 		return nil, err
 	}
 	time.Sleep(time.Second)
@@ -650,7 +660,7 @@ func (h *harness) measureFanout(ctx context.Context, br *bridgeProc, path string
 	h.progress("fan-out: open; measuring")
 	time.Sleep(time.Second)
 	f := &fanoutFigures{}
-	if f.goroutines, err = goroutines(br.addr); err != nil {
+	if f.goroutines, err = goroutines(br.url()); err != nil {
 		return nil, err
 	}
 	_, cpu0, err := procStat(br.pid())
@@ -709,9 +719,10 @@ func (h *harness) measureFanout(ctx context.Context, br *bridgeProc, path string
 	return f, nil
 }
 
-// warmSSE runs one short stream through the bridge.
-func warmSSE(addr string) error {
-	resp, err := opsClient.Get("http://" + addr + "/demo.v1.TickerService/Watch?symbol=WARM&limit=2&interval_ms=1")
+// warmSSE runs one short stream through the bridge at base (scheme and
+// host).
+func warmSSE(base string) error {
+	resp, err := opsClient.Get(base + "/demo.v1.TickerService/Watch?symbol=WARM&limit=2&interval_ms=1")
 	if err != nil {
 		return err
 	}
