@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -20,8 +21,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/grpcbridge/grpcbridge/bridge"
+	bridgev1 "github.com/grpcbridge/grpcbridge/gen/bridge/v1"
 	testv1 "github.com/grpcbridge/grpcbridge/gen/bridgetest/v1"
 	demov1 "github.com/grpcbridge/grpcbridge/gen/demo/v1"
 	"github.com/grpcbridge/grpcbridge/internal/bridgetest"
@@ -505,5 +510,75 @@ func TestWithCompressionUnknownMethod(t *testing.T) {
 		bridge.WithCompression("demo.v1.TickerService/Wach", bridge.CompressionOptions{SSE: true}))
 	if err == nil || !strings.Contains(err.Error(), `compression options for "demo.v1.TickerService/Wach": no such exposed method`) {
 		t.Fatalf("NewHandler: %v, want the unknown method named", err)
+	}
+}
+
+// echoFileCompressing returns demo/v1/echo.proto with
+// (bridge.v1.method).compression = opts on Stream, in a registry of its
+// own: a schema whose proto declares compression.
+func echoFileCompressing(t *testing.T, opts *bridgev1.CompressionOptions) *protoregistry.Files {
+	t.Helper()
+	fdp := protodesc.ToFileDescriptorProto(demov1.File_demo_v1_echo_proto)
+	if !slices.Contains(fdp.Dependency, "bridge/v1/options.proto") {
+		fdp.Dependency = append(fdp.Dependency, "bridge/v1/options.proto")
+	}
+	for _, m := range fdp.Service[0].Method {
+		if m.GetName() == "Stream" {
+			if m.Options == nil {
+				m.Options = &descriptorpb.MethodOptions{}
+			}
+			proto.SetExtension(m.Options, bridgev1.E_Method, &bridgev1.MethodOptions{Compression: opts})
+		}
+	}
+	fd, err := protodesc.NewFile(fdp, protoregistry.GlobalFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := new(protoregistry.Files)
+	if err := files.RegisterFile(fd); err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// TestCompressionFromProto: the proto's (bridge.v1.method).compression
+// turns SSE gzip on, and WithCompression replaces it whole (here: off).
+func TestCompressionFromProto(t *testing.T) {
+	conn := bridgetest.NewBackend(t, func(s *grpc.Server) { demo.Register(s) })
+	files := echoFileCompressing(t, &bridgev1.CompressionOptions{Sse: true})
+	for _, c := range []struct {
+		name     string
+		opts     []bridge.Option
+		wantGzip bool
+	}{
+		{"proto", nil, true},
+		{"overridden", []bridge.Option{bridge.WithCompression(echoStream, bridge.CompressionOptions{JSON: true})}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h, err := bridge.NewHandler(append([]bridge.Option{bridge.WithBackend(conn), bridge.WithFiles(files), bridge.WithExpose("demo.v1.EchoService")}, c.opts...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(h)
+			defer srv.Close()
+			tr := &http.Transport{DisableCompression: true}
+			defer tr.CloseIdleConnections()
+			resp := compressServer{url: srv.URL, client: &http.Client{Transport: tr}}.do(t, http.MethodGet, "/"+echoStream+"?count=2&size=300", "", "Accept-Encoding", "gzip")
+			body := io.Reader(resp.Body)
+			if got := resp.Header.Get("Content-Encoding") == "gzip"; got != c.wantGzip {
+				t.Fatalf("Content-Encoding %q: gzip %v, want %v", resp.Header.Get("Content-Encoding"), got, c.wantGzip)
+			}
+			if c.wantGzip {
+				zr, err := gzip.NewReader(resp.Body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body = zr
+			}
+			all, err := io.ReadAll(body)
+			if err != nil || bytes.Count(all, []byte("event: message\n")) != 2 || !bytes.Contains(all, []byte("event: end\n")) {
+				t.Fatalf("stream %q, %v: want two messages and the end", all, err)
+			}
+		})
 	}
 }
