@@ -187,6 +187,7 @@ func harnessMain(args []string) error {
 		}
 		h.stopAll()
 		h.progress("scenario %s took %v", s.id, time.Since(t0).Round(time.Second))
+		h.printf("\n(Load average after scenario %s: %s.)\n", s.id, loadAvg())
 	}
 	h.printf("\nTotal time: %v\n", time.Since(started).Round(time.Second))
 	if h.failed {
@@ -238,6 +239,18 @@ func (h *harness) header(started time.Time) {
 	h.printf("- machine: %s, %d CPUs (%s), MemTotal %s, RLIMIT_NOFILE %d\n", host, runtime.NumCPU(), cpu, mem, lim.Cur)
 	h.printf("- command: bench %s\n", strings.Join(os.Args[1:], " "))
 	h.printf("- the bridge runs with %s, as deploy/Dockerfile sets it\n", bridgeGODEBUG)
+	h.printf("- load average at the start (/proc/loadavg): %s\n", loadAvg())
+}
+
+// loadAvg is the first three fields of /proc/loadavg: how busy the shared
+// machine was, for the report.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 func (h *harness) track(p *proc) *proc {
