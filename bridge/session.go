@@ -195,7 +195,9 @@ func newSessionServer(h *Handler) (*sessionServer, error) {
 // c, over carrier. On refusal it returns the HTTP status and the status.
 func (srv *sessionServer) create(r *http.Request, c browserCaller, carrier string) (*session, int, *status.Status) {
 	h := srv.h
-	md, timeout, err := h.browserMetadata(r, c)
+	// A grpc-timeout header on the request that creates the session would
+	// be no deadline of any one call: calls take theirs from OPEN.
+	md, _, err := h.browserMetadata(r, c)
 	if err != nil {
 		return nil, http.StatusBadRequest, status.New(codes.InvalidArgument, err.Error())
 	}
@@ -212,7 +214,7 @@ func (srv *sessionServer) create(r *http.Request, c browserCaller, carrier strin
 		code, st := h.streams.refusal(a)
 		return nil, code, st
 	}
-	s := newSession(srv, client, carrier, md, timeout, c.wildcard)
+	s := newSession(srv, client, carrier, md, noTimeout, c.wildcard)
 	srv.byID[s.id] = s
 	srv.byClient[client]++
 	srv.mu.Unlock()

@@ -152,6 +152,9 @@ func TestSessionCallErrors(t *testing.T) {
 	c = s.open(sUnaryPath, `{"metadata":{"grpc-timeout":["soon"]}}`)
 	wantCode(t, "bad metadata", c.final(), codes.InvalidArgument)
 
+	c = s.open(sHoldPath, `{"metadata":{"grpc-timeout":["50m"]}}`)
+	wantCode(t, "OPEN's deadline", c.final(), codes.DeadlineExceeded)
+
 	// The session is still up.
 	echoCall(t, s, 2, "after")
 }
