@@ -38,10 +38,7 @@ func violationf(format string, args ...any) *sessionViolation {
 // closes the session with a GOAWAY that names it and is returned. ack is
 // the last upstream frame taken.
 func (s *session) receive(buf []byte) (ack uint64, err error) {
-	s.upMu.Lock()
-	err = s.receiveLocked(buf)
-	seq := s.recvSeq
-	s.upMu.Unlock()
+	seq, err := s.receiveBatch(buf)
 	s.mu.Lock()
 	if seq > s.ackSeq {
 		s.ackSeq, s.ackDue = seq, true
@@ -57,6 +54,15 @@ func (s *session) receive(buf []byte) (ack uint64, err error) {
 		return seq, v
 	}
 	return seq, nil
+}
+
+// receiveBatch takes buf under upMu, which a panic in it does not leave
+// locked, and returns the last upstream seq taken.
+func (s *session) receiveBatch(buf []byte) (uint64, error) {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	err := s.receiveLocked(buf)
+	return s.recvSeq, err
 }
 
 func (s *session) receiveLocked(buf []byte) error {

@@ -93,7 +93,7 @@ func (ws *sessionWS) serve(hello []byte) {
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
-		defer h.recoverStream(sessionLogName, TransportSession, nil)
+		defer h.recoverStream(sessionLogName, TransportSession, func(st *status.Status) { ws.s.close(errPanicked, st) })
 		ws.read()
 	}()
 	closeCode := ws.write(hello)
