@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -175,4 +177,25 @@ func requestID(ctx context.Context) string {
 	var b [12]byte
 	_, _ = rand.Read(b[:]) // crypto/rand never fails on Linux
 	return hex.EncodeToString(b[:])
+}
+
+// quoteName quotes a name taken from a client's frame for an error message,
+// shortened to a readable length on a UTF-8 boundary.
+func quoteName(s string) string {
+	if len(s) <= maxQuotedBytes {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%q...", truncateUTF8(s, maxQuotedBytes))
+}
+
+// truncateUTF8 returns the longest prefix of s of at most n bytes that does
+// not end inside a UTF-8 sequence.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -178,27 +178,6 @@ func readString(dec *json.Decoder) (string, error) {
 	return s, nil
 }
 
-// quoteName quotes a name taken from a client's frame for an error message,
-// shortened to a readable length on a UTF-8 boundary.
-func quoteName(s string) string {
-	if len(s) <= maxQuotedBytes {
-		return fmt.Sprintf("%q", s)
-	}
-	return fmt.Sprintf("%q...", truncateUTF8(s, maxQuotedBytes))
-}
-
-// truncateUTF8 returns the longest prefix of s of at most n bytes that does
-// not end inside a UTF-8 sequence.
-func truncateUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
-}
-
 // headersFrame is the server's headers frame.
 type headersFrame struct {
 	Headers map[string][]string `json:"headers"`
