@@ -666,3 +666,18 @@ func TestSessionOrigins(t *testing.T) {
 		t.Errorf("preflight: HTTP %d, allow headers %q", pre.StatusCode, pre.Header.Get("Access-Control-Allow-Headers"))
 	}
 }
+
+// TestSessionsOff: without WithSessions the session path is like any path
+// that is no exposed method.
+func TestSessionsOff(t *testing.T) {
+	env := newWSEnv(t, nil)
+	resp, err := http.Post("http"+strings.TrimPrefix(env.url, "ws")+"/_bridge/session", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), `"code":5`) {
+		t.Errorf("HTTP %d %s, want 404 NOT_FOUND", resp.StatusCode, body)
+	}
+}
