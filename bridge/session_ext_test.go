@@ -1,7 +1,9 @@
 package bridge_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
@@ -680,4 +682,45 @@ func TestSessionsOff(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), `"code":5`) {
 		t.Errorf("HTTP %d %s, want 404 NOT_FOUND", resp.StatusCode, body)
 	}
+}
+
+// TestSessionReattachReplaces: a new downstream takes over from the one
+// before, on another carrier too; the old WebSocket closes with 4000. An
+// acknowledgement of frames never sent is refused.
+func TestSessionReattachReplaces(t *testing.T) {
+	env := newSessionEnv(t, 1, sessionOpts(bridge.SessionOptions{PollTimeout: 10 * time.Millisecond}))
+	base := env.replicas[0].url
+	d := websocket.Dialer{Subprotocols: []string{sessionSubprotocol}, HandshakeTimeout: wsSafetyTimeout}
+	conn, _, err := d.Dial("ws"+strings.TrimPrefix(base, "http")+"/_bridge/session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, first, err := conn.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames, err := decFrames(first)
+	if err != nil || frames[0].typ != tHello {
+		t.Fatalf("first message: %v %v", frames, err)
+	}
+	sid := url.QueryEscape(decHello(frames[0].payload).token)
+	if code, body := sessionGet(t, base, "?sid="+sid+"&ack=99"); code != http.StatusBadRequest || !strings.Contains(body, "acknowledgement of frame 99") {
+		t.Errorf("ack beyond the last frame: HTTP %d %s, want 400", code, body)
+	}
+	if code, body := sessionGet(t, base, "?sid="+sid+"&ack=0"); code != http.StatusOK {
+		t.Errorf("poll: HTTP %d %s", code, body)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(wsSafetyTimeout))
+	_, _, err = conn.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4000 || ce.Text != "replaced" {
+		t.Errorf("the replaced WebSocket ended with %v, want close 4000 replaced", err)
+	}
+	// The client is done with it.
+	resp, err := http.Post(base+"/_bridge/session?sid="+sid, "application/octet-stream", bytes.NewReader(encFrame(nil, tFrame{typ: tGoaway})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 }
