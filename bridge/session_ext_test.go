@@ -3,9 +3,9 @@ package bridge_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
