@@ -214,7 +214,7 @@ func (srv *sessionServer) create(r *http.Request, c browserCaller, carrier strin
 		code, st := h.streams.refusal(a)
 		return nil, code, st
 	}
-	s := newSession(srv, client, carrier, md, noTimeout, c.wildcard)
+	s := newSession(srv, client, carrier, md, c.wildcard)
 	srv.byID[s.id] = s
 	srv.byClient[client]++
 	srv.mu.Unlock()
@@ -224,9 +224,12 @@ func (srv *sessionServer) create(r *http.Request, c browserCaller, carrier strin
 	s.mu.Lock()
 	s.startGraceLocked() // until a downstream attaches
 	s.mu.Unlock()
-	s.stopDrain = context.AfterFunc(h.streams.drainCtx, func() {
+	stop := context.AfterFunc(h.streams.drainCtx, func() {
 		s.close(errDraining, status.New(codes.Unavailable, "the bridge is shutting down"))
 	})
+	s.mu.Lock()
+	s.stopDrain = stop // finish reads it under mu: the drain may have begun already
+	s.mu.Unlock()
 	return s, 0, nil
 }
 
@@ -282,11 +285,10 @@ var (
 type session struct {
 	srv       *sessionServer
 	id        sessionID
-	client    string // the creator's IP address, for the per-client limit
-	carrier   string // how it was created: for metrics
-	md        metadata.MD
-	timeout   time.Duration
-	noAmbient bool // the page is admitted only by "*"
+	client    string      // the creator's IP address, for the per-client limit
+	carrier   string      // how it was created: for metrics
+	md        metadata.MD // of every call, from the creating request
+	noAmbient bool        // the page is admitted only by "*"
 	// ctx is the parent of every call's context, cancelled with the
 	// session's cause by close. A per-session object, hence a context
 	// field.
@@ -337,11 +339,11 @@ type downstream struct {
 	goawayDone bool // the GOAWAY was taken
 }
 
-func newSession(srv *sessionServer, client, carrier string, md metadata.MD, timeout time.Duration, noAmbient bool) *session {
+func newSession(srv *sessionServer, client, carrier string, md metadata.MD, noAmbient bool) *session {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	s := &session{
 		srv: srv, id: newSessionID(), client: client, carrier: carrier,
-		md: md, timeout: timeout, noAmbient: noAmbient,
+		md: md, noAmbient: noAmbient,
 		ctx: ctx, cancel: cancel, stopDrain: func() bool { return false },
 		calls: make(map[uint64]*sessionCall),
 	}
@@ -392,8 +394,9 @@ func (s *session) finish() {
 		s.grace.Stop()
 	}
 	s.wakeLocked()
+	stopDrain := s.stopDrain
 	s.mu.Unlock()
-	s.stopDrain()
+	stopDrain()
 	s.srv.release(s)
 }
 

@@ -179,7 +179,7 @@ func (s *session) open(id uint64, payload []byte) error {
 		s.statusOnly(id, status.Newf(codes.NotFound, "no exposed method at %s", quoteName(o.path)))
 		return nil
 	}
-	md, timeout := s.md.Copy(), s.timeout
+	md, timeout := s.md.Copy(), noTimeout
 	if len(o.metadata) > 0 {
 		ctl, err := decodeControl(o.metadata)
 		if err == nil && ctl.metadata == nil {
