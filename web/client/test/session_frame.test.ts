@@ -77,8 +77,6 @@ describe("session frames: the protocol's example", () => {
       "05 00 01 01 0e",
       text('{"headers":{}}'),
       "02 00 02 01 06 0a 02 68 69 18 01",
-      // docs/protocol.md writes this WINDOW as 07 00 03 01 04 04, with length 4 for a
-      // 1-byte payload; the bridge sends the length of the payload, 01.
       "07 00 03 01 01 04",
       "06 00 04 01 3d",
       text(status),
