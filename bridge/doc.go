@@ -19,6 +19,11 @@
 //     WebSocket with the grpc-ws.v1 subprotocol: one protobuf message per
 //     binary frame each way, JSON control objects (metadata, half-close,
 //     headers, the final status) in text frames.
+//   - With [WithSessions], one connection carries any number of calls of
+//     every kind (grpc-session.v1 at /_bridge/session): over a WebSocket,
+//     or, where WebSockets are blocked, an event stream down and POSTs up,
+//     resumable after a cut and forwarded between replicas without sticky
+//     load balancing.
 //   - Native gRPC requests (a POST with Content-Type application/grpc, over
 //     HTTP/2) from internal callers are proxied to the backend as raw
 //     frames, never decoded, so gRPC clients can use the bridge's address
@@ -39,6 +44,10 @@
 // credentials forwarded, and statuses that the gRPC client makes about the
 // connection to a backend reach browsers without addresses or other
 // internals.
+//
+// [Handler.OpenAPI] and [Handler.AsyncAPI] describe what is exposed, from
+// the live schema; [WithCompression] turns on gzip and permessage-deflate
+// per method.
 //
 // Use [NewHandler] to build a handler, [WithBackend] and [WithServiceBackend]
 // to connect it to gRPC backends, and [WithSSEOptions] to override the

@@ -150,8 +150,9 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 // there is no way back, as a replica that began to stop does not recover.
 func (h *Handler) MarkNotReady() { h.native.health.Shutdown() }
 
-// ActiveStreams returns the number of streams (SSE, WebSocket and native
-// gRPC calls) open now.
+// ActiveStreams returns the number of streams (SSE, WebSocket, unary JSON
+// and native gRPC calls, and sessions, each counting once however many
+// calls it carries) open now.
 func (h *Handler) ActiveStreams() int {
 	h.streams.mu.Lock()
 	defer h.streams.mu.Unlock()
