@@ -136,13 +136,27 @@ func TestRehearsal(t *testing.T) {
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	stopSending := make(chan struct{})
-	var load sync.WaitGroup
+	var load, wsLoad sync.WaitGroup
 	followers := make([]*follower, sz.sse)
 	const perBrowser = 50 // EventSources per browser (one HTTP/2 connection)
 	clients := make([]*http.Client, (sz.sse+perBrowser-1)/perBrowser)
 	for n := range clients {
 		clients[n] = browser(n, roots)
 	}
+	written := false
+	defer func() {
+		if !written { // a t.Fatal in the script: report what it saw
+			stopLoad()
+			waited := make(chan struct{})
+			go func() { load.Wait(); wsLoad.Wait(); close(waited) }()
+			select {
+			case <-waited:
+			case <-time.After(10 * time.Second):
+			}
+			r.rec.finish()
+			r.writeReport(followers, "the script stopped early (see the test's log)")
+		}
+	}()
 	for i := range followers {
 		f := &follower{id: i, client: clients[i/perBrowser], rec: r.rec}
 		followers[i] = f
@@ -152,7 +166,6 @@ func TestRehearsal(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	var wsLoad sync.WaitGroup
 	for i := range sz.chat + sz.echo {
 		c := &wsClient{id: i, kind: "chat", roots: roots, rec: r.rec}
 		if i >= sz.chat {
@@ -212,10 +225,13 @@ func TestRehearsal(t *testing.T) {
 	if *flagMode == "full" {
 		latency += ", 1% of connections reset"
 		explain = abrupt | backendX
+		// reset_peer acts on the next data in its direction: downstream
+		// (towards the clients), where ticks and replies flow; upstream, it
+		// would reach only the links that carry WebSocket messages.
 		for i := range nBridges {
-			toxics = append(toxics, toxic{Proxy: ingressProxy(i), Name: "reset", Type: "reset_peer", Stream: "upstream", Toxicity: 0.01, Attributes: map[string]any{"timeout": 0}})
+			toxics = append(toxics, toxic{Proxy: ingressProxy(i), Name: "reset", Type: "reset_peer", Stream: "downstream", Toxicity: 0.01, Attributes: map[string]any{"timeout": 0}})
 			for j := range nBackends {
-				toxics = append(toxics, toxic{Proxy: backendProxy(i, j), Name: "reset", Type: "reset_peer", Stream: "upstream", Toxicity: 0.01, Attributes: map[string]any{"timeout": 0}})
+				toxics = append(toxics, toxic{Proxy: backendProxy(i, j), Name: "reset", Type: "reset_peer", Stream: "downstream", Toxicity: 0.01, Attributes: map[string]any{"timeout": 0}})
 			}
 		}
 	}
@@ -271,19 +287,26 @@ func TestRehearsal(t *testing.T) {
 	scraping.Wait()
 	r.logf("load stopped")
 
-	report, failed := r.report(followers)
-	if err := os.WriteFile(filepath.Join(*flagOut, "report.md"), []byte(report), 0o644); err != nil {
-		t.Error(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(report), 0o644); err != nil {
-		t.Error(err)
-	}
-	t.Logf("report: %s", filepath.Join(*flagOut, "report.md"))
-	if failed != "" {
-		t.Errorf("the rehearsal failed: %s (see the report)", failed)
-	}
+	written = true
+	r.writeReport(followers, "")
 	if ctx.Err() != nil {
 		t.Errorf("the rehearsal ran out of its %v deadline", sz.deadline)
+	}
+}
+
+// writeReport writes the report, into the run's directory and as
+// report.md beside it, and fails the test if the run failed. stopped says
+// why the script ended early, if it did.
+func (r *run) writeReport(followers []*follower, stopped string) {
+	report, failed := r.report(followers, stopped)
+	for _, file := range []string{filepath.Join(*flagOut, "report.md"), filepath.Join(r.dir, "report.md")} {
+		if err := os.WriteFile(file, []byte(report), 0o644); err != nil {
+			r.t.Error(err)
+		}
+	}
+	r.t.Logf("report: %s", filepath.Join(*flagOut, "report.md"))
+	if failed != "" {
+		r.t.Errorf("the rehearsal failed: %s (see the report)", failed)
 	}
 }
 

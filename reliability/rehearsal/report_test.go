@@ -10,7 +10,10 @@ import (
 
 // report renders the Markdown report, and says why the run failed ("" if
 // it passed): any gap, duplicate or unexplained error.
-func (r *run) report(followers []*follower) (string, string) {
+func (r *run) report(followers []*follower, stopped string) (string, string) {
+	r.mu.Lock()
+	samples, timeline := slices.Clone(r.samples), slices.Clone(r.timeline)
+	r.mu.Unlock()
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	var gaps, dups, unexpl, events int64
@@ -35,6 +38,9 @@ func (r *run) report(followers []*follower) (string, string) {
 	}
 	if unexpl > 0 {
 		failed = append(failed, fmt.Sprintf("%d unexplained errors", unexpl))
+	}
+	if stopped != "" {
+		failed = append(failed, stopped)
 	}
 	verdict := "PASSED"
 	if len(failed) > 0 {
@@ -88,8 +94,8 @@ func (r *run) report(followers []*follower) (string, string) {
 	}
 	w("\n| --- |%s\n", strings.Repeat(" --- |", nBridges))
 	step := max(1, int(15*time.Second/r.sz.scrape))
-	for k, s := range r.samples {
-		if k%step != 0 && k != len(r.samples)-1 {
+	for k, s := range samples {
+		if k%step != 0 && k != len(samples)-1 {
 			continue
 		}
 		w("| %.0f s |", s.at.Seconds())
@@ -103,7 +109,7 @@ func (r *run) report(followers []*follower) (string, string) {
 		w("\n")
 	}
 	var peakG, peakR [nBridges]float64
-	for _, s := range r.samples {
+	for _, s := range samples {
 		for i := range nBridges {
 			peakG[i], peakR[i] = max(peakG[i], s.goroutines[i]), max(peakR[i], s.rssMiB[i])
 		}
@@ -112,7 +118,7 @@ func (r *run) report(followers []*follower) (string, string) {
 	for i := range nBridges {
 		w(" bridge %d %.0f goroutines, %.0f MiB;", i+1, peakG[i], peakR[i])
 	}
-	w("\n\n## Timeline\n\n```\n%s\n```\n", strings.Join(r.timeline, "\n"))
+	w("\n\n## Timeline\n\n```\n%s\n```\n", strings.Join(timeline, "\n"))
 	if len(failed) > 0 {
 		return b.String(), strings.Join(failed, ", ")
 	}

@@ -457,7 +457,9 @@ http {
 // haproxyConf is the same ingress in HAProxy: TLS with HTTP/2 (ALPN)
 // towards clients, HTTP/1.1 to the bridges, round robin, streaming
 // responses (HAProxy does not buffer them), client, server and tunnel
-// timeouts of an hour, X-Forwarded-For and -Proto. HAProxy probes each
+// timeouts of an hour, X-Forwarded-For and -Proto, retries of requests
+// that got no answer at all (retry-on, which the first runs lacked: see
+// docs/reliability.md, "Rehearsal"). HAProxy probes each
 // bridge's admin /readyz itself (as a Service's endpoints follow the
 // readiness probe), which is what shutdown_delay is for. hard-stop-after
 // plays worker_shutdown_timeout's part on a reload.
@@ -473,6 +475,11 @@ defaults
     option forwardfor
     option redispatch
     retries 3
+    # Retry a request whose connection closed before any answer, as nginx's
+    # proxy_next_upstream error (its default) does: without it, a bridge
+    # killed behind a proxy that still accepts connections (Toxiproxy here,
+    # a sidecar in a mesh) answers 502, which ends an EventSource for good.
+    retry-on conn-failure empty-response
     timeout connect 5s
     timeout client 3600s
     timeout server 3600s
