@@ -15,18 +15,21 @@
 //     delivery latency and CPU per delivered message (4h2: over h2c
 //     connections against HTTP/1.1 ones, interleaved);
 //
-// and, with -scenarios peers (make bench-peers), the same measurements
-// against Centrifugo and a connectrpc vanguard-go proxy, side by side.
+// then session: 100 concurrent calls on one grpc-session.v1 session (its
+// WebSocket, its HTTP fallback) against the same calls over separate
+// connections (session.go); and, with -scenarios peers (make
+// bench-peers), the same measurements against Centrifugo and a connectrpc
+// vanguard-go proxy, side by side.
 //
 // The machines are shared and noisy, so it reports ratios between runs
 // made side by side, never pass or fail. Usage:
 //
-//	bench [-quick] [-scenarios 1,2,3,3gz,3h2,3h2tls,4,4h2] [-profile dir]
+//	bench [-quick] [-scenarios 1,2,3,3gz,3h2,3h2tls,4,4h2,session] [-profile dir]
 //	bench -scenarios peers -centrifugo bin -vanguard bin
 //
-// The subcommands gateway, load-stream, load-ws, load-idle, load-fanout and
-// rpc-echo are the child processes it starts; they are not meant to be run
-// by hand.
+// The subcommands gateway, load-stream, load-ws, load-idle, load-fanout,
+// load-session and rpc-echo are the child processes it starts; they are
+// not meant to be run by hand.
 package main
 
 import (
@@ -46,12 +49,13 @@ import (
 func main() {
 	if len(os.Args) > 1 {
 		sub := map[string]func([]string) error{
-			"gateway":     gatewayProxy,
-			"load-stream": loadStream,
-			"load-ws":     loadWS,
-			"load-idle":   loadIdle,
-			"load-fanout": loadFanout,
-			"rpc-echo":    rpcEcho,
+			"gateway":      gatewayProxy,
+			"load-stream":  loadStream,
+			"load-ws":      loadWS,
+			"load-idle":    loadIdle,
+			"load-fanout":  loadFanout,
+			"rpc-echo":     rpcEcho,
+			"load-session": loadSession,
 		}[os.Args[1]]
 		if sub != nil {
 			if err := sub(os.Args[2:]); err != nil {
@@ -94,7 +98,7 @@ func harnessMain(args []string) error {
 	c := config{}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	quick := fs.Bool("quick", false, "small counts and short runs: a smoke test of the harness (about a minute)")
-	scen := fs.String("scenarios", "1,2,3,3gz,3h2,3h2tls,4,4h2", "scenarios to run, comma-separated (3gz: scenario 3 with the streams gzipped; 3h2, 4h2: scenarios 3 and 4 over h2c; 3h2tls: 3 over HTTP/2 with TLS; peers: make bench-peers)")
+	scen := fs.String("scenarios", "1,2,3,3gz,3h2,3h2tls,4,4h2,session", "scenarios to run, comma-separated (session: 100 calls on one grpc-session.v1 session vs separate connections; 3gz: scenario 3 with the streams gzipped; 3h2, 4h2: scenarios 3 and 4 over h2c; 3h2tls: 3 over HTTP/2 with TLS; peers: make bench-peers)")
 	fs.IntVar(&c.rounds, "rounds", 5, "interleaved runs per target in scenarios 1 and 2")
 	fs.DurationVar(&c.streamDur, "dur", 3*time.Second, "measured time of each scenario 1 run")
 	fs.IntVar(&c.rtts, "rtts", 2000, "sequential round trips per scenario 2 run")
@@ -172,6 +176,7 @@ func harnessMain(args []string) error {
 		{"3h2tls", func(ctx context.Context) error { return h.scenarioIdle(ctx, "3h2tls") }},
 		{"4", h.scenarioFanout},
 		{"4h2", h.scenarioFanoutH2},
+		{"session", h.scenarioSession},
 		{"peers", h.scenarioPeers},
 	} {
 		if !slices.Contains(c.scenarios, s.id) {
