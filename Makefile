@@ -95,7 +95,7 @@ soak: ## Soak a bridge process with 5,000 SSE and 1,000 WebSocket clients for $(
 	SOAK_REPORT=$${SOAK_REPORT:-} go test ./reliability -run '^TestSoak$$' -soak=$(SOAK) -count=1 -v -timeout 30m
 
 .PHONY: bench
-bench: ## Benchmark the bridge against direct gRPC and grpc-gateway, idle streams (HTTP/1.1, gzip, h2c, a burst) and fan-out (HTTP/1.1, h2c) (about 6 minutes; docs/benchmarks.md)
+bench: ## Benchmark the bridge against direct gRPC and grpc-gateway, idle streams (HTTP/1.1, gzip, h2c, a burst), fan-out (HTTP/1.1, h2c) and 100 calls on one session (WebSocket, HTTP fallback) vs separate connections (about 7 minutes; docs/benchmarks.md)
 	@mkdir -p .tmp/bench
 	go build -o .tmp/bin/bench ./cmd/bench
 	.tmp/bin/bench -profile .tmp/bench | tee .tmp/bench/report.md
