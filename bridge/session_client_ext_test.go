@@ -269,6 +269,9 @@ type tSession struct {
 	readers  sync.WaitGroup
 	received int  // frames taken, for tests that count
 	noAck    bool // acknowledge nothing: a client that does not keep up
+	// header goes with every request of the session, as a browser sends
+	// its Origin and cookies; nil for none.
+	header http.Header
 }
 
 // tCall is one call of a tSession.
@@ -286,11 +289,18 @@ type tCall struct {
 // in turn, as a load balancer without affinity would.
 func dialSession(t testing.TB, carrier string, bases ...string) *tSession {
 	t.Helper()
-	s := &tSession{t: t, carrier: carrier, bases: bases, calls: map[uint64]*tCall{}, goaway: make(chan []byte, 1)}
+	return dialSessionWith(t, carrier, nil, bases...)
+}
+
+// dialSessionWith is dialSession with header on every request of the
+// session.
+func dialSessionWith(t testing.TB, carrier string, header http.Header, bases ...string) *tSession {
+	t.Helper()
+	s := &tSession{t: t, carrier: carrier, bases: bases, calls: map[uint64]*tCall{}, goaway: make(chan []byte, 1), header: header}
 	if carrier == "websocket" {
 		s.attachWS("")
 	} else {
-		resp, err := http.Post(s.pick()+"/_bridge/session", "", nil)
+		resp, err := s.do(http.MethodPost, s.pick()+"/_bridge/session", "", nil)
 		if err != nil {
 			t.Fatalf("create: %v", err)
 		}
@@ -355,7 +365,7 @@ func (s *tSession) resumeQuery() string {
 // until it ends.
 func (s *tSession) attachWS(query string) {
 	d := websocket.Dialer{Subprotocols: []string{sessionSubprotocol}, HandshakeTimeout: wsSafetyTimeout}
-	conn, resp, err := d.Dial(s.wsURL(query), nil)
+	conn, resp, err := d.Dial(s.wsURL(query), s.header.Clone())
 	if err != nil {
 		if resp != nil {
 			body, _ := io.ReadAll(resp.Body)
@@ -405,8 +415,7 @@ func (s *tSession) takeHello(batch []byte) {
 
 // attachSSE opens the event stream and reads it until it ends.
 func (s *tSession) attachSSE() {
-	req, _ := http.NewRequest(http.MethodGet, s.pick()+"/_bridge/session"+s.resumeQuery(), nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.do(http.MethodGet, s.pick()+"/_bridge/session"+s.resumeQuery(), "", nil)
 	if err != nil {
 		s.t.Fatalf("downstream: %v", err)
 	}
@@ -621,7 +630,7 @@ func (s *tSession) transmit(b []byte) error {
 	s.mu.Lock()
 	token := s.token
 	s.mu.Unlock()
-	resp, err := http.Post(s.pick()+"/_bridge/session?sid="+url.QueryEscape(token), "application/octet-stream", bytes.NewReader(b))
+	resp, err := s.do(http.MethodPost, s.pick()+"/_bridge/session?sid="+url.QueryEscape(token), "application/octet-stream", bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
@@ -636,6 +645,21 @@ func (s *tSession) transmit(b []byte) error {
 	}
 	s.onFrames(frames)
 	return nil
+}
+
+// do sends one request of the session, with its header.
+func (s *tSession) do(method, url, contentType string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range s.header {
+		req.Header[k] = vs
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	return http.DefaultClient.Do(req)
 }
 
 // open starts a call of path with the metadata JSON md ("" for none).

@@ -671,6 +671,50 @@ func TestSessionOrigins(t *testing.T) {
 
 // TestSessionsOff: without WithSessions the session path is like any path
 // that is no exposed method.
+// TestSessionWildcardCarriesNoCredentials: a page that only "*" admits
+// has neither cookie nor authorization forwarded on a session's calls,
+// from the session's requests or from an OPEN's metadata, on either
+// carrier; a page named on the list has both.
+func TestSessionWildcardCarriesNoCredentials(t *testing.T) {
+	env := newSessionEnv(t, 1, func(addr string) []bridge.Option {
+		return append(sessionOpts(bridge.SessionOptions{})(addr),
+			bridge.WithAllowedOrigins("*", "https://app.example"),
+			bridge.WithRequestHeaders("cookie", "authorization", "x-request-id"))
+	})
+	for _, carrier := range sessionCarriers {
+		for _, tc := range []struct {
+			origin string
+			keep   bool
+		}{
+			{"https://evil.example", false},
+			{"https://app.example", true},
+		} {
+			t.Run(carrier+"/"+tc.origin, func(t *testing.T) {
+				header := http.Header{"Origin": {tc.origin}, "Cookie": {"session=from-the-browser"}, "Authorization": {"Basic cached"}}
+				s := dialSessionWith(t, carrier, header, env.replicas[0].url)
+				for _, md := range []string{"", `{"metadata":{"cookie":["session=from-the-page"],"authorization":["Bearer t"],"x-request-id":["r1"]}}`} {
+					c := s.open(sUnaryPath, md)
+					c.sendMsg(newNote("hi"))
+					got := newNote("")
+					if !c.recv(got) {
+						t.Fatalf("no answer (metadata %q)", md)
+					}
+					wantCode(t, "unary", c.final(), codes.OK)
+					values := strings.Join(noteValues(got), ",")
+					for _, key := range []string{"cookie=", "authorization="} {
+						if has := strings.Contains(values, key); has != tc.keep {
+							t.Errorf("metadata %q: backend saw %s = %v, want %v (values %s)", md, key, has, tc.keep, values)
+						}
+					}
+					if md != "" && !strings.Contains(values, "x-request-id=r1") {
+						t.Errorf("metadata %q: x-request-id dropped (values %s)", md, values)
+					}
+				}
+			})
+		}
+	}
+}
+
 func TestSessionsOff(t *testing.T) {
 	env := newWSEnv(t, nil)
 	resp, err := http.Post("http"+strings.TrimPrefix(env.url, "ws")+"/_bridge/session", "", nil)
