@@ -331,7 +331,7 @@ func (s *Session) Open(path string, md []byte) (*Call, error) {
 	if window == 0 {
 		window = s.hello.Window
 	}
-	c := &Call{s: s, id: s.nextCall, window: int64(s.hello.Window), grantAt: max(window/4, 1),
+	c := &Call{s: s, id: s.nextCall, window: int64(s.hello.Window), downWindow: window, grantAt: max(window/4, 1),
 		ready: make(chan struct{}, 1), credit: make(chan struct{}, 1)}
 	s.calls[c.id] = c
 	s.sendSeqLocked(TypeOpen, c.id, AppendOpen(nil, s.opts.Window, path, md))
@@ -341,13 +341,15 @@ func (s *Session) Open(path string, md []byte) (*Call, error) {
 // Call is one call of a session. Send and CloseSend may be called from
 // one goroutine while Recv is called from another.
 type Call struct {
-	s       *Session
-	id      uint64
-	grantAt uint64 // grant downstream credit once this many bytes are consumed
+	s          *Session
+	id         uint64
+	downWindow uint64 // the call's downstream window
+	grantAt    uint64 // grant downstream credit once this many bytes are consumed
 
 	// Guarded by s.mu.
 	window   int64 // upstream credit
 	msgs     [][]byte
+	queued   uint64 // bytes in msgs and consumed: what the bridge may not exceed
 	consumed uint64 // bytes taken by Recv and not yet granted back
 	headers  map[string][]string
 	final    *status.Status // set when the call has ended
@@ -376,6 +378,13 @@ func (c *Call) takeLocked(f Frame) error {
 		}
 		c.headers = h.Headers
 	case TypeMessage:
+		// The bridge sends while the call's window is above zero, so at
+		// most the window plus one message waits here: more is the
+		// bridge's protocol violation, never an unbounded queue.
+		if c.queued >= c.downWindow {
+			return status.Errorf(codes.Internal, "call %d: the bridge sent past the call's window of %d bytes", c.id, c.downWindow)
+		}
+		c.queued += uint64(len(f.Payload))
 		c.msgs = append(c.msgs, append([]byte(nil), f.Payload...))
 		signal(c.ready)
 	case TypeWindow:
@@ -458,6 +467,7 @@ func (c *Call) Recv(ctx context.Context) ([]byte, error) {
 			c.consumed += uint64(len(m))
 			if c.consumed >= c.grantAt && c.final == nil {
 				c.s.sendSeqLocked(TypeWindow, c.id, binary.AppendUvarint(nil, c.consumed))
+				c.queued -= c.consumed
 				c.consumed = 0
 			}
 			c.s.mu.Unlock()
@@ -494,7 +504,7 @@ func (c *Call) Trailer() map[string][]string {
 	return c.trailers
 }
 
-// errNotOK wraps an HTTP refusal.
+// httpError describes an HTTP refusal, with the start of its body.
 func httpError(what string, resp *http.Response) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	return fmt.Errorf("%s: HTTP %d: %s", what, resp.StatusCode, body)
