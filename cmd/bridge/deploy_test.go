@@ -1,12 +1,17 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,8 +19,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"gopkg.in/yaml.v3"
+
+	"github.com/grpcbridge/grpcbridge/bridge"
+	"github.com/grpcbridge/grpcbridge/internal/bridgetest"
 )
 
 // The files under deploy/ and docs/ that these tests keep honest, relative
@@ -28,6 +37,10 @@ const (
 	configMapFile  = "configmap.yaml"
 	configMapKey   = "bridge.yaml"
 	configMountDir = "/etc/bridge"
+	// The Services: the ingress's upstream, and the headless one whose DNS
+	// name is the session peer set.
+	publicService = "grpcbridge"
+	peersService  = "grpcbridge-peers"
 )
 
 // loadExample decodes a config file as the binary does: the defaults, then
@@ -171,6 +184,8 @@ func TestKubernetesManifests(t *testing.T) {
 		return
 	}
 
+	svc := findManifest(t, all, "Service", publicService)
+
 	// The kustomization lists every other manifest.
 	var resources []string
 	for _, r := range dig(t, byKind["Kustomization"].doc, "resources").([]any) {
@@ -187,8 +202,9 @@ func TestKubernetesManifests(t *testing.T) {
 	dep := byKind["Deployment"].doc
 	pod := dig(t, dep, "spec", "template", "spec")
 	ctr := dig(t, pod, "containers", 0)
-	if got := fmt.Sprint(dig(t, ctr, "args")); got != "[-config "+configMountDir+"/"+configMapKey+"]" {
-		t.Errorf("container args %s", got)
+	// The session flags follow (TestKubernetesSessionForwarding).
+	if args, _ := dig(t, ctr, "args").([]any); len(args) < 2 || fmt.Sprint(args[:2]) != "[-config "+configMountDir+"/"+configMapKey+"]" {
+		t.Errorf("container args %v, want -config %s/%s first", args, configMountDir, configMapKey)
 	}
 	cfg := loadExample(t, exampleConfig)
 	grace := time.Duration(dig(t, pod, "terminationGracePeriodSeconds").(int)) * time.Second
@@ -221,13 +237,33 @@ func TestKubernetesManifests(t *testing.T) {
 	if got := fmt.Sprint(":", dig(t, annotations, "prometheus.io/port")); got != cfg.AdminAddr || dig(t, annotations, "prometheus.io/path") != "/metrics" {
 		t.Errorf("prometheus.io/port %s and path %v, want admin_addr %s and /metrics", got, dig(t, annotations, "prometheus.io/path"), cfg.AdminAddr)
 	}
-	// The Service, which the ingress routes browsers through, never
-	// reaches the admin port.
-	for i := range dig(t, byKind["Service"].doc, "spec", "ports").([]any) {
-		if target := fmt.Sprint(dig(t, byKind["Service"].doc, "spec", "ports", i, "targetPort")); target == "admin" || ":"+target == cfg.AdminAddr {
-			t.Errorf("service.yaml routes port %d to the admin port", i)
+	// No Service, neither the one the ingress routes browsers through nor
+	// the peer set, reaches the admin port.
+	for _, m := range all {
+		if m.kind() != "Service" {
+			continue
+		}
+		for i := range dig(t, m.doc, "spec", "ports").([]any) {
+			if target := fmt.Sprint(dig(t, m.doc, "spec", "ports", i, "targetPort")); target == "admin" || ":"+target == cfg.AdminAddr {
+				t.Errorf("%s: Service %s routes port %d to the admin port", m.file, m.name(), i)
+			}
 		}
 	}
+	if dig(t, svc.doc, "spec", "clusterIP") == "None" {
+		t.Errorf("%s: Service %s is headless; the ingress needs its virtual IP", svc.file, publicService)
+	}
+}
+
+// findManifest returns the document of kind named name.
+func findManifest(t *testing.T, all []manifest, kind, name string) manifest {
+	t.Helper()
+	for _, m := range all {
+		if m.kind() == kind && m.name() == name {
+			return m
+		}
+	}
+	t.Fatalf("no %s %s in %s", kind, name, kubernetesDir)
+	return manifest{}
 }
 
 func TestConfigMapMatchesExampleConfig(t *testing.T) {
@@ -366,18 +402,8 @@ func nginxSize(s string) (int64, error) {
 // needs for SSE and WebSockets, and to the Service and config it fronts.
 func TestIngress(t *testing.T) {
 	t.Parallel()
-	var ing, svc map[string]any
-	for _, m := range readManifests(t) {
-		switch m.kind() {
-		case "Ingress":
-			ing = m.doc
-		case "Service":
-			svc = m.doc
-		}
-	}
-	if ing == nil || svc == nil {
-		t.Fatalf("want an Ingress and a Service in %s", kubernetesDir)
-	}
+	all := readManifests(t)
+	ing, svc := findManifest(t, all, "Ingress", "grpcbridge").doc, findManifest(t, all, "Service", publicService).doc
 	cfg := loadExample(t, exampleConfig)
 	annotations, _ := dig(t, ing, "metadata", "annotations").(map[string]any)
 	annotation := func(name string) string {
@@ -445,5 +471,209 @@ func TestIngress(t *testing.T) {
 				t.Errorf("ingress.yaml rule %d path %d: backend %v, want Service %v by the name of a public port (%v)", i, j, backend, svcName, publicPorts)
 			}
 		}
+	}
+}
+
+// samplePod is what the kubelet would put in the container's env from a
+// fieldRef, for the fields that deployment.yaml uses.
+var samplePod = map[string]string{
+	"status.podIP":       "10.244.3.7",
+	"metadata.namespace": "grpcbridge-test",
+}
+
+// envVarRef is a $(VAR) reference, which Kubernetes expands in a
+// container's args from the container's env.
+var envVarRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// podArgs returns the container's args as the bridge would get them in a
+// pod: $(VAR) expanded from its env (with samplePod's values), and the
+// paths under its volume mounts moved to local directories, which mounts
+// maps from the mount path.
+func podArgs(t *testing.T, ctr any, mounts map[string]string) []string {
+	t.Helper()
+	env := make(map[string]string)
+	for _, e := range dig(t, ctr, "env").([]any) {
+		name := fmt.Sprint(dig(t, e, "name"))
+		if v, ok := e.(map[string]any)["value"]; ok {
+			env[name] = fmt.Sprint(v)
+			continue
+		}
+		path := fmt.Sprint(dig(t, e, "valueFrom", "fieldRef", "fieldPath"))
+		v, ok := samplePod[path]
+		if !ok {
+			t.Fatalf("env %s: fieldRef %s, which this test does not know", name, path)
+		}
+		env[name] = v
+	}
+	var args []string
+	for _, a := range dig(t, ctr, "args").([]any) {
+		arg := envVarRef.ReplaceAllStringFunc(fmt.Sprint(a), func(ref string) string {
+			v, ok := env[envVarRef.FindStringSubmatch(ref)[1]]
+			if !ok {
+				t.Errorf("args: %s is not in the container's env, so Kubernetes passes it as it is", ref)
+				return ref
+			}
+			return v
+		})
+		name, value, isFlag := strings.Cut(arg, "=")
+		if !isFlag {
+			name, value = "", arg
+		}
+		for mount, dir := range mounts {
+			if rest, ok := strings.CutPrefix(value, mount+"/"); ok {
+				value = filepath.Join(dir, rest)
+			}
+		}
+		if isFlag {
+			value = name + "=" + value
+		}
+		args = append(args, value)
+	}
+	return args
+}
+
+// TestKubernetesSessionForwarding holds deploy/kubernetes to what sessions
+// need without sticky load balancing (docs/deploy.md, "Sessions without
+// sticky load balancing"): the container's args, run through parseFlags
+// with its env expanded and its volumes in a temporary directory, turn
+// sessions on with the key of the generated Secret, the pod's IP and http
+// port as advertised address, and the headless Service, which selects the
+// Deployment's pods, as the peer set; and the bridge takes those options.
+func TestKubernetesSessionForwarding(t *testing.T) {
+	t.Parallel()
+	all := readManifests(t)
+	dep := findManifest(t, all, "Deployment", "grpcbridge").doc
+	peers := findManifest(t, all, "Service", peersService)
+	kust := findManifest(t, all, "Kustomization", "grpcbridge")
+	pod := dig(t, dep, "spec", "template", "spec")
+	ctr := dig(t, pod, "containers", 0)
+
+	// Keys never come from git: the Secret is generated from a file that
+	// each operator makes, and that .gitignore keeps out.
+	for _, m := range all {
+		if _, data := m.doc["data"]; m.kind() == "Secret" && (data || m.doc["stringData"] != nil) {
+			t.Errorf("%s: Secret %s carries data; secrets come from kustomization.yaml's secretGenerator", m.file, m.name())
+		}
+	}
+	generated := make(map[string]map[string]string) // Secret name: key: source file
+	ignored := readDoc(t, filepath.Join(kubernetesDir, ".gitignore"))
+	for _, g := range dig(t, kust.doc, "secretGenerator").([]any) {
+		files := make(map[string]string)
+		for _, f := range dig(t, g, "files").([]any) {
+			key, src, named := strings.Cut(fmt.Sprint(f), "=")
+			if !named {
+				key, src = filepath.Base(src), key
+			}
+			files[key] = src
+			if !slices.Contains(strings.Split(ignored, "\n"), "/"+src) {
+				t.Errorf("%s/.gitignore does not list /%s, the source of Secret %v", kubernetesDir, src, dig(t, g, "name"))
+			}
+		}
+		generated[fmt.Sprint(dig(t, g, "name"))] = files
+	}
+
+	// The pod's volumes in a directory each: the ConfigMap's data, the
+	// generated Secret's keys (a sample key, as openssl rand -base64 48
+	// makes), nothing for other Secrets.
+	sample := make([]byte, 48)
+	_, _ = rand.Read(sample)
+	sampleKey := base64.StdEncoding.EncodeToString(sample)
+	volumes := make(map[string]any)
+	for _, v := range dig(t, pod, "volumes").([]any) {
+		volumes[fmt.Sprint(dig(t, v, "name"))] = v
+	}
+	mounts := make(map[string]string) // mount path: local directory
+	keyMount := ""                    // where the generated session keys are
+	root := t.TempDir()
+	for i, vm := range dig(t, ctr, "volumeMounts").([]any) {
+		name, path := fmt.Sprint(dig(t, vm, "name")), fmt.Sprint(dig(t, vm, "mountPath"))
+		dir := filepath.Join(root, strconv.Itoa(i))
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		mounts[path] = dir
+		vol, ok := volumes[name].(map[string]any)
+		if !ok {
+			t.Fatalf("volumeMount %s: no such volume", name)
+		}
+		files := make(map[string]string)
+		if cm, ok := vol["configMap"]; ok {
+			for key, text := range dig(t, findManifest(t, all, "ConfigMap", fmt.Sprint(dig(t, cm, "name"))).doc, "data").(map[string]any) {
+				files[key] = fmt.Sprint(text)
+			}
+		}
+		if sec, ok := vol["secret"]; ok {
+			for key := range generated[fmt.Sprint(dig(t, sec, "secretName"))] {
+				files[key] = sampleKey + "\n"
+				keyMount = path
+			}
+		}
+		for key, text := range files {
+			if err := os.WriteFile(filepath.Join(dir, key), []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if keyMount == "" {
+		t.Fatalf("no volume of the Deployment mounts a Secret of the secretGenerator (%v)", slices.Collect(maps.Keys(generated)))
+	}
+
+	args := podArgs(t, ctr, mounts)
+	cfg, err := parseFlags(args)
+	if err != nil {
+		t.Fatalf("parseFlags(%q): %v", args, err)
+	}
+	// Only the generated Secret's files hold the sample key.
+	o, err := sessionOptions(cfg)
+	if err != nil || o == nil || len(o.Keys) != 1 || string(o.Keys[0]) != sampleKey {
+		t.Fatalf("sessionOptions: %+v, %v; want sessions with the key of the Secret mounted at %s", o, err, keyMount)
+	}
+
+	// Advertised: the pod's IP and the port browsers reach it on, which
+	// the peers forward to.
+	httpPort := ""
+	for i := range dig(t, ctr, "ports").([]any) {
+		if dig(t, ctr, "ports", i, "name") == "http" {
+			httpPort = fmt.Sprint(dig(t, ctr, "ports", i, "containerPort"))
+		}
+	}
+	if ap, err := netip.ParseAddrPort(cfg.AdvertiseAddr); err != nil || ap.Addr().String() != samplePod["status.podIP"] || strconv.Itoa(int(ap.Port())) != httpPort || ":"+httpPort != cfg.Addr {
+		t.Errorf("advertise_addr %q (%v), want the pod IP %s and the http port %s (addr %s)", cfg.AdvertiseAddr, err, samplePod["status.podIP"], httpPort, cfg.Addr)
+	}
+
+	// The peer set is the headless Service, in the pod's own namespace;
+	// the Service selects exactly the Deployment's pods, ready or not (a
+	// draining owner still serves its sessions), on the same port.
+	if len(cfg.SessionPeers) != 1 || !strings.HasPrefix(cfg.SessionPeers[0], peersService+"."+samplePod["metadata.namespace"]+".svc.") {
+		t.Errorf("session_peers %q, want the Service %s in the pod's namespace (%s.NAMESPACE.svc.)", cfg.SessionPeers, peersService, peersService)
+	}
+	if dig(t, peers.doc, "spec", "clusterIP") != "None" || dig(t, peers.doc, "spec", "publishNotReadyAddresses") != true {
+		t.Errorf("%s: clusterIP %v, publishNotReadyAddresses %v; want a headless Service (None) that publishes pods not ready",
+			peers.file, dig(t, peers.doc, "spec", "clusterIP"), dig(t, peers.doc, "spec", "publishNotReadyAddresses"))
+	}
+	selector, podLabels := dig(t, peers.doc, "spec", "selector"), dig(t, dep, "spec", "template", "metadata", "labels").(map[string]any)
+	if !reflect.DeepEqual(selector, dig(t, dep, "spec", "selector", "matchLabels")) {
+		t.Errorf("%s: selector %v, want the Deployment's %v", peers.file, selector, dig(t, dep, "spec", "selector", "matchLabels"))
+	}
+	for k, v := range selector.(map[string]any) {
+		if podLabels[k] != v {
+			t.Errorf("%s: selector %s=%v, which the pod template's labels %v lack", peers.file, k, v, podLabels)
+		}
+	}
+	if ports := dig(t, peers.doc, "spec", "ports").([]any); len(ports) != 1 ||
+		fmt.Sprint(dig(t, ports[0], "port")) != httpPort || !slices.Contains([]string{"http", httpPort}, fmt.Sprint(dig(t, ports[0], "targetPort"))) {
+		t.Errorf("%s: ports %v, want one, port %s to the container's http port", peers.file, ports, httpPort)
+	}
+
+	// The bridge takes these options; a key too short (a placeholder)
+	// stops it at start-up.
+	opts := []bridge.Option{bridge.WithBackend(bridgetest.NewBackend(t, func(*grpc.Server) {})), bridge.WithExpose("demo.v1.*")}
+	if _, err := bridge.NewHandler(append(opts, bridge.WithSessions(*o))...); err != nil {
+		t.Errorf("the deployment's session options: %v", err)
+	}
+	short := *o
+	short.Keys = [][]byte{[]byte("replace-me")}
+	if _, err := bridge.NewHandler(append(opts, bridge.WithSessions(short))...); err == nil || !strings.Contains(err.Error(), "at least 32") {
+		t.Errorf("a placeholder key: %v, want start-up to fail", err)
 	}
 }
