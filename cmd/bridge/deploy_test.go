@@ -418,6 +418,7 @@ func TestIngress(t *testing.T) {
 		"proxy-request-buffering": "off",
 		"proxy-http-version":      "1.1", // WebSocket upgrades
 		"backend-protocol":        "HTTP",
+		"proxy-next-upstream":     "error timeout", // a request without an answer goes to another replica
 	} {
 		if got := annotation(name); got != want {
 			t.Errorf("ingress.yaml: %s %q, want %q", name, got, want)
