@@ -556,21 +556,20 @@ func TestKubernetesSessionForwarding(t *testing.T) {
 			t.Errorf("%s: Secret %s carries data; secrets come from kustomization.yaml's secretGenerator", m.file, m.name())
 		}
 	}
-	generated := make(map[string]map[string]string) // Secret name: key: source file
-	ignored := readDoc(t, filepath.Join(kubernetesDir, ".gitignore"))
+	generated := make(map[string][]string) // Secret name: its keys
+	ignored := strings.Split(readDoc(t, filepath.Join(kubernetesDir, ".gitignore")), "\n")
 	for _, g := range dig(t, kust.doc, "secretGenerator").([]any) {
-		files := make(map[string]string)
+		name := fmt.Sprint(dig(t, g, "name"))
 		for _, f := range dig(t, g, "files").([]any) {
-			key, src, named := strings.Cut(fmt.Sprint(f), "=")
+			key, src, named := strings.Cut(fmt.Sprint(f), "=") // [key=]source
 			if !named {
-				key, src = filepath.Base(src), key
+				key, src = filepath.Base(key), key
 			}
-			files[key] = src
-			if !slices.Contains(strings.Split(ignored, "\n"), "/"+src) {
-				t.Errorf("%s/.gitignore does not list /%s, the source of Secret %v", kubernetesDir, src, dig(t, g, "name"))
+			generated[name] = append(generated[name], key)
+			if !slices.Contains(ignored, "/"+src) {
+				t.Errorf("%s/.gitignore does not list /%s, the source of Secret %s", kubernetesDir, src, name)
 			}
 		}
-		generated[fmt.Sprint(dig(t, g, "name"))] = files
 	}
 
 	// The pod's volumes in a directory each: the ConfigMap's data, the
@@ -604,7 +603,7 @@ func TestKubernetesSessionForwarding(t *testing.T) {
 			}
 		}
 		if sec, ok := vol["secret"]; ok {
-			for key := range generated[fmt.Sprint(dig(t, sec, "secretName"))] {
+			for _, key := range generated[fmt.Sprint(dig(t, sec, "secretName"))] {
 				files[key] = sampleKey + "\n"
 				keyMount = path
 			}
