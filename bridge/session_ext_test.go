@@ -541,6 +541,34 @@ func TestSessionForwardOutsidePeers(t *testing.T) {
 	}
 }
 
+// TestSessionForgedForwardMark: a browser that sets Grpc-Session-Forwarded
+// itself, through a proxy whose address is in the peer set, does not skip
+// the owner's origin check; only a replica's mark makes a request
+// forwarded, and forwarding between replicas still works.
+func TestSessionForgedForwardMark(t *testing.T) {
+	env := newSessionEnv(t, 2, sessionOpts(bridge.SessionOptions{}))
+	a, b := env.replicas[0], env.replicas[1]
+	s := dialSession(t, "http", a.url)
+	for _, mark := range []string{"1", "forged", strings.Repeat("A", 43)} {
+		req, _ := http.NewRequest(http.MethodGet, a.url+"/_bridge/session"+s.resumeQuery()+"&poll=1", nil)
+		req.Header.Set("Grpc-Session-Forwarded", mark)
+		req.Header.Set("Origin", "https://evil.example")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "not a replica's") {
+			t.Errorf("mark %q from a peer address with another origin: HTTP %d %s, want 403", mark, resp.StatusCode, body)
+		}
+	}
+	// A real forward, through b, still reaches the owner a.
+	if code, body := sessionGet(t, b.url, s.resumeQuery()+"&poll=1"); code != http.StatusOK {
+		t.Errorf("poll forwarded by a replica: HTTP %d %s, want 200", code, body)
+	}
+}
+
 // TestSessionOwnerKilled: when the owner dies, the other replica answers
 // 503 UNAVAILABLE for its sessions, so the client ends its calls with
 // UNAVAILABLE.

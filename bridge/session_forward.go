@@ -150,7 +150,7 @@ func newSessionForwarder(srv *sessionServer) *sessionForwarder {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = pr.In.Context().Value(ownerKey{}).(string)
 			pr.Out.Host = pr.In.Host
-			pr.Out.Header.Set(headerSessionForwarded, "1")
+			pr.Out.Header.Set(headerSessionForwarded, f.srv.keys.forwardMark(pr.In.URL.Query().Get("sid")))
 		},
 		// No idle connections to keep (or to leak when the handler is
 		// dropped): a forwarded request is the exception, after a cut or

@@ -43,13 +43,18 @@ func (srv *sessionServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		h.servePreflight(w, r, sessionLogName, "GET, POST")
 		return
 	}
-	forwarded := r.Header.Get(headerSessionForwarded) != ""
+	mark := r.Header.Get(headerSessionForwarded)
+	forwarded := mark != ""
 	var c browserCaller
 	if forwarded {
 		// The replica that forwarded it checked the origin; only a peer may
-		// say that it did.
+		// say that it did, with the mark that only replicas can make.
 		if !srv.peers.containsRemote(r.Context(), r.RemoteAddr) {
 			h.writeError(w, http.StatusForbidden, status.New(codes.PermissionDenied, "a forwarded session request must come from a peer"))
+			return
+		}
+		if !srv.keys.forwardMarkValid(mark, r.URL.Query().Get("sid")) {
+			h.writeError(w, http.StatusForbidden, status.New(codes.PermissionDenied, "the request's "+headerSessionForwarded+" is not a replica's"))
 			return
 		}
 	} else {

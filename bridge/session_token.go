@@ -72,6 +72,36 @@ func mac(key, payload []byte) []byte {
 	return m.Sum(nil)
 }
 
+// forwardMark is what a replica that forwards a request of session sid
+// to its owner puts in the request's Grpc-Session-Forwarded header: an HMAC
+// of the token with the signing key. Only replicas hold the keys, so a
+// browser cannot make a request look forwarded (and skip the owner's origin
+// check) even through a proxy whose address is in the peer set; and the
+// mark never leaves the replicas, so it cannot be learnt from an answer.
+func (k tokenKeys) forwardMark(sid string) string {
+	return base64.RawURLEncoding.EncodeToString(mac(k[0], append([]byte(forwardMarkContext), sid...)))
+}
+
+// forwardMarkValid reports whether mark is the forward mark of sid under
+// any of the keys.
+func (k tokenKeys) forwardMarkValid(mark, sid string) bool {
+	sum, err := base64.RawURLEncoding.DecodeString(mark)
+	if err != nil || len(sum) != sha256.Size {
+		return false
+	}
+	valid := false
+	for _, key := range k {
+		if hmac.Equal(sum, mac(key, append([]byte(forwardMarkContext), sid...))) {
+			valid = true
+		}
+	}
+	return valid
+}
+
+// forwardMarkContext keeps a forward mark from ever equalling a token's
+// MAC.
+const forwardMarkContext = "grpc-session-forwarded\x00"
+
 // verify checks s with every key and its expiry against now.
 func (k tokenKeys) verify(s string, now time.Time) (sessionToken, error) {
 	if len(s) > maxTokenBytes {
