@@ -38,7 +38,9 @@ const (
 )
 
 // phase is one step of the script, from its start to the next one's (so
-// its settling time is its own), with what it saw.
+// its settling time is its own), with what it saw. Every client goroutine
+// records into it: mu guards the counters; name, explain and start are set
+// before it is shared, end by the script once it is no longer current.
 type phase struct {
 	name    string
 	explain int // the classes above
@@ -177,7 +179,8 @@ const baseURL = "https://" + ingressHost + ":8443"
 // reconnection time (the last retry field) and reconnects with Last-Event-ID;
 // a non-200 answer or another content type fails it for good, as it does
 // EventSource (and the bridge's client library), so the run fails too. It
-// checks every tick: ids contiguous from 1, each once.
+// checks every tick: ids contiguous from 1, each once. Its own goroutine
+// owns it; the script reads only dead, seqA and tickA.
 type follower struct {
 	id     int
 	client *http.Client
@@ -355,7 +358,9 @@ type wsClient struct {
 	calls int
 }
 
-var wsDialer = func(n int, roots *x509.CertPool) *websocket.Dialer {
+// wsDialer dials WebSockets from browser n's address, over HTTP/1.1 (the
+// ingresses, like browsers, do not carry WebSockets over HTTP/2).
+func wsDialer(n int, roots *x509.CertPool) *websocket.Dialer {
 	return &websocket.Dialer{
 		NetDialContext:   dialer(n).DialContext,
 		TLSClientConfig:  &tls.Config{RootCAs: roots, ServerName: ingressHost, NextProtos: []string{"http/1.1"}},
