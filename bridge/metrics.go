@@ -75,6 +75,17 @@ type SessionMetrics interface {
 	SessionForwarded(outcome string)
 }
 
+// SessionFallbackMetrics is implemented by a [Metrics] that counts why
+// sessions fell back from the WebSocket carrier (or from the event stream
+// to polling), as clients report it. It is optional, as [PanicMetrics] is.
+type SessionFallbackMetrics interface {
+	// SessionFellBack counts one session that fell back, by reason: one
+	// of the SessionFallback constants ([SessionFallbackWSError] ...,
+	// [SessionFallbackOther] for any value outside the set). A session
+	// counts each reason once.
+	SessionFellBack(reason string)
+}
+
 // noSessionMetrics is the [SessionMetrics] of a Metrics without them.
 type noSessionMetrics struct{}
 

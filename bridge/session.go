@@ -313,6 +313,7 @@ type session struct {
 	pongs      [][]byte
 	dl         *downstream // the downstream attached, or nil
 	attaches   int
+	fallbacks  uint8 // the fallback reasons recorded, a bit each (session_fallback.go)
 	grace      *time.Timer
 	closing    bool
 	goaway     *status.Status // sent after the calls' STATUS frames, or nil

@@ -147,6 +147,7 @@ func (srv *sessionServer) serveCreate(w http.ResponseWriter, r *http.Request, c 
 		srv.h.writeError(w, code, st)
 		return
 	}
+	srv.recordFallback(r, s, SessionCarrierHTTP)
 	s.mu.Lock()
 	hello := s.helloLocked()
 	s.mu.Unlock()
@@ -187,6 +188,7 @@ func (srv *sessionServer) serveDownstream(w http.ResponseWriter, r *http.Request
 		return
 	}
 	defer s.detach(dl)
+	srv.recordFallback(r, s, kind)
 	// The browser gone, the downstream is cut: take returns.
 	stop := context.AfterFunc(r.Context(), func() { s.detach(dl) })
 	defer stop()

@@ -14,9 +14,13 @@ type promSessions struct {
 	calls     *prometheus.HistogramVec
 	resumes   *prometheus.CounterVec
 	forwarded *prometheus.CounterVec
+	fallbacks *prometheus.CounterVec
 }
 
-var _ bridge.SessionMetrics = (*promSessions)(nil)
+var (
+	_ bridge.SessionMetrics         = (*promSessions)(nil)
+	_ bridge.SessionFallbackMetrics = (*promSessions)(nil)
+)
 
 func newPromSessions(reg prometheus.Registerer, namespace string) *promSessions {
 	m := &promSessions{
@@ -30,8 +34,10 @@ func newPromSessions(reg prometheus.Registerer, namespace string) *promSessions 
 			Help: "Session downstreams reattached after a cut, by carrier (websocket, sse or poll)."}, []string{"carrier"}),
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "session_forwards_total",
 			Help: "Requests for sessions of other replicas, by outcome (forwarded, refused, failed)."}, []string{"outcome"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "session_fallbacks_total",
+			Help: "Sessions that fell back from the WebSocket carrier or to polling, by the reason the client reported (a closed set; other for anything else)."}, []string{"reason"}),
 	}
-	reg.MustRegister(m.active, m.started, m.calls, m.resumes, m.forwarded)
+	reg.MustRegister(m.active, m.started, m.calls, m.resumes, m.forwarded, m.fallbacks)
 	return m
 }
 
@@ -52,3 +58,7 @@ func (m *promSessions) SessionResumed(carrier string) { m.resumes.WithLabelValue
 
 // SessionForwarded implements [bridge.SessionMetrics].
 func (m *promSessions) SessionForwarded(outcome string) { m.forwarded.WithLabelValues(outcome).Inc() }
+
+// SessionFellBack implements [bridge.SessionFallbackMetrics]; the bridge
+// passes only reasons of its closed set.
+func (m *promSessions) SessionFellBack(reason string) { m.fallbacks.WithLabelValues(reason).Inc() }

@@ -74,12 +74,14 @@ func TestMetricsDocCoversSessionMetrics(t *testing.T) {
 	sm.SessionEnded(bridge.SessionCarrierWebSocket, 3)
 	sm.SessionResumed(bridge.SessionCarrierSSE)
 	sm.SessionForwarded(bridge.ForwardOutcomeForwarded)
+	var fm bridge.SessionFallbackMetrics = m
+	fm.SessionFellBack(bridge.SessionFallbackWSError)
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(families) != 5 {
-		t.Fatalf("gathered %d families, want the 5 session ones", len(families))
+	if len(families) != 6 {
+		t.Fatalf("gathered %d families, want the 6 session ones", len(families))
 	}
 	for _, mf := range families {
 		if !strings.Contains(doc, "`"+mf.GetName()+"`") {
