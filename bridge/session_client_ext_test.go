@@ -204,13 +204,13 @@ func sessionOpts(o bridge.SessionOptions) func(string) []bridge.Option {
 
 // sessionCounter is a Metrics with SessionMetrics that counts.
 type sessionCounter struct {
-	mu                            sync.Mutex
-	started, ended, resumed, fwds map[string]int
-	calls                         int
+	mu                                       sync.Mutex
+	started, ended, resumed, fwds, fallbacks map[string]int
+	calls                                    int
 }
 
 func newSessionCounter() *sessionCounter {
-	return &sessionCounter{started: map[string]int{}, ended: map[string]int{}, resumed: map[string]int{}, fwds: map[string]int{}}
+	return &sessionCounter{started: map[string]int{}, ended: map[string]int{}, resumed: map[string]int{}, fwds: map[string]int{}, fallbacks: map[string]int{}}
 }
 
 func (m *sessionCounter) StreamStarted(string, string, bool) bridge.StreamObserver {
@@ -219,6 +219,7 @@ func (m *sessionCounter) StreamStarted(string, string, bool) bridge.StreamObserv
 func (m *sessionCounter) SessionStarted(c string)   { m.inc(m.started, c) }
 func (m *sessionCounter) SessionResumed(c string)   { m.inc(m.resumed, c) }
 func (m *sessionCounter) SessionForwarded(o string) { m.inc(m.fwds, o) }
+func (m *sessionCounter) SessionFellBack(r string)  { m.inc(m.fallbacks, r) }
 func (m *sessionCounter) SessionEnded(c string, calls int) {
 	m.mu.Lock()
 	m.calls += calls
