@@ -135,8 +135,8 @@ func TestH2COffServesHTTP1AndRefusesHTTP2(t *testing.T) {
 }
 
 // TestPlaintextGRPCOnTheTLSPortFailsAtOnce: a gRPC client without TLS on
-// the TLS port gets UNAVAILABLE at once (Go's TLS server closes a
-// connection whose first bytes are no TLS record), rather than waiting.
+// the TLS port gets UNAVAILABLE at once, with [msgTLSOnly] (tlssniff.go),
+// rather than a bare EOF or a wait.
 func TestPlaintextGRPCOnTheTLSPortFailsAtOnce(t *testing.T) {
 	t.Parallel()
 	certFile, keyFile, _ := selfSigned(t)
@@ -148,8 +148,8 @@ func TestPlaintextGRPCOnTheTLSPortFailsAtOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
-		t.Fatalf("health without TLS on the TLS port: %v (context: %v), want UNAVAILABLE before the deadline", err, ctx.Err())
+	if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != msgTLSOnly || ctx.Err() != nil {
+		t.Fatalf("health without TLS on the TLS port: %v (context: %v), want UNAVAILABLE %q before the deadline", err, ctx.Err(), msgTLSOnly)
 	}
 }
 

@@ -149,7 +149,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ls listeners) err
 	}
 	backendConns := make(map[int]*grpc.ClientConn) // by index in cfg.Backends, for loadSchema
 	for i, b := range cfg.Backends {
-		conn, err := dialBackend(b, append(tr.dialOptions(), grpc.WithDefaultCallOptions(
+		dialOpts := append(tr.dialOptions(), keepaliveOptions(cfg.BackendKeepalive, cfg.BackendKeepaliveTimeout)...)
+		conn, err := dialBackend(b, append(dialOpts, grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(int(cfg.ResponseMaxBytes)),
 			grpc.MaxCallSendMsgSize(int(cfg.ReadMaxBytes)),
 		))...)
@@ -211,7 +212,11 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ls listeners) err
 	}
 	public := newServer(log, publicRoutes(tr.wrapHTTP(routes(h, cfg.Demo, cfg.OpenAPI)), ready, publicMetrics))
 	setPublicProtocols(public, cfg)
-	servers := []listening{{srv: public, lis: ls.public, tls: cfg.TLSCert != ""}}
+	servers := []listening{{srv: public, lis: ls.public}}
+	if cfg.TLSCert != "" {
+		// Clients that forget TLS get a reason, not a closed connection (tlssniff.go).
+		servers[0] = listening{srv: public, lis: newTLSSniffListener(ls.public, public.ErrorLog), tls: true}
+	}
 	if ls.grpc != nil {
 		// Cleartext HTTP/2 with prior knowledge, as gRPC clients speak it;
 		// HTTP/1.1 too, so that anything else gets a JSON error, not a
@@ -320,21 +325,29 @@ func refuseCleartextHTTP2(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		st := status.New(codes.Unavailable, msgH2COff)
-		hdr := w.Header()
-		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-			hdr.Set("Content-Type", "application/grpc")
-			hdr.Set("Grpc-Status", strconv.Itoa(int(st.Code())))
-			hdr.Set("Grpc-Message", st.Message()) // printable ASCII without '%': nothing to percent-encode
-			w.WriteHeader(http.StatusOK)
-			return
-		}
-		body, _ := protojson.Marshal(st.Proto()) // a status of a code and a message always marshals
-		hdr.Set("Content-Type", "application/json")
-		hdr.Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusHTTPVersionNotSupported)
-		_, _ = w.Write(body)
+		writeUnavailable(w, r, msgH2COff, http.StatusHTTPVersionNotSupported)
 	})
+}
+
+// writeUnavailable refuses r with a gRPC UNAVAILABLE of msg: for gRPC
+// clients a trailers-only response, for the others httpStatus with the
+// status in JSON. msg must be printable ASCII without '%', so that
+// Grpc-Message needs no percent-encoding.
+func writeUnavailable(w http.ResponseWriter, r *http.Request, msg string, httpStatus int) {
+	st := status.New(codes.Unavailable, msg)
+	hdr := w.Header()
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		hdr.Set("Content-Type", "application/grpc")
+		hdr.Set("Grpc-Status", strconv.Itoa(int(st.Code())))
+		hdr.Set("Grpc-Message", st.Message())
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	body, _ := protojson.Marshal(st.Proto()) // a status of a code and a message always marshals
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Cache-Control", "no-store")
+	w.WriteHeader(httpStatus)
+	_, _ = w.Write(body)
 }
 
 // drain stops the bridge gracefully, as design.md's "Command line" says:
