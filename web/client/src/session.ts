@@ -41,6 +41,20 @@ export const sessionPath = "/_bridge/session";
  */
 export type SessionCarrier = "websocket" | "sse" | "poll";
 
+/**
+ * Why a session left the WebSocket carrier, or the event stream for
+ * polling. The client tells the bridge with `fallback=` on the request that
+ * creates the session over HTTP, or on the first downstream request over
+ * the new carrier, for the bridge's metrics and logs (docs/protocol.md,
+ * "URLs").
+ */
+export type FallbackReason =
+  | "ws-error" // the handshake failed, or the WebSocket closed before HELLO
+  | "ws-timeout" // no HELLO within handshakeTimeoutMs
+  | "ws-blocked" // the page said so: webSocket: false
+  | "remembered" // a session of the page fell back before
+  | "poll-no-first-byte"; // the event stream showed no first byte within firstByteTimeoutMs
+
 /** What a session's state change reports. */
 export interface SessionInfo {
   /** The carrier of the downstream now, or of the last one. */
@@ -131,6 +145,7 @@ export class Session {
   private resumes = 0;
   private viaWebSocket = false; // the carrier of the upstream: the WebSocket, or POSTs
   private fellBack: SessionCarrier | undefined; // this session's HTTP carrier, once it left the WebSocket
+  private fallback: FallbackReason | undefined; // to tell the bridge, until a request with it is answered 200
 
   // Upstream: the last seq used, the frames not acknowledged, the highest
   // seq written on the current WebSocket.
@@ -269,8 +284,14 @@ export class Session {
       return;
     }
     let choice = this.fellBack ?? choices.get(this.url) ?? "websocket";
+    // A session being created says why it does not try a WebSocket.
     if (choice === "websocket" && this.opts.webSocket === false) {
       choice = "sse";
+      if (this.token === "") {
+        this.fallback = "ws-blocked";
+      }
+    } else if (choice !== "websocket" && this.fellBack === undefined && this.token === "") {
+      this.fallback = "remembered";
     }
     this.viaWebSocket = choice === "websocket";
     if (choice === "websocket") {
@@ -290,7 +311,7 @@ export class Session {
     try {
       ws = new WS(url, [sessionSubprotocol]);
     } catch (err) {
-      this.fallBack(`the WebSocket could not be opened: ${String(err)}`);
+      this.fallBack("ws-error", `the WebSocket could not be opened: ${String(err)}`);
       return;
     }
     this.ws = ws;
@@ -301,7 +322,7 @@ export class Session {
       if (this.ws === ws && !greeted) {
         this.ws = undefined;
         ws.close(1000);
-        this.fallBack(`no WebSocket session within ${this.handshakeTimeout()} ms`);
+        this.fallBack("ws-timeout", `no WebSocket session within ${this.handshakeTimeout()} ms`);
       }
     }, this.handshakeTimeout());
     ws.onopen = () => {
@@ -309,7 +330,7 @@ export class Session {
         this.ws = undefined;
         clearTimeout(timer);
         ws.close(1000);
-        this.fallBack(`the bridge did not select the WebSocket subprotocol ${sessionSubprotocol}`);
+        this.fallBack("ws-error", `the bridge did not select the WebSocket subprotocol ${sessionSubprotocol}`);
       }
     };
     ws.onmessage = (e: MessageEvent) => {
@@ -335,7 +356,7 @@ export class Session {
       this.ws = undefined;
       this.wsReady = false;
       if (!greeted) {
-        this.fallBack(`the WebSocket handshake failed (close ${e.code})`);
+        this.fallBack("ws-error", `the WebSocket handshake failed (close ${e.code})`);
         return;
       }
       this.reattach(unavailable(`the WebSocket closed (${e.code}${e.reason === "" ? "" : ` ${e.reason}`})`));
@@ -352,10 +373,11 @@ export class Session {
    * reattach is more likely a lost session or a network down, which the
    * HTTP carrier tells apart), and for this session in any case.
    */
-  private fallBack(why: string): void {
+  private fallBack(reason: FallbackReason, why: string): void {
     if (this.closed) {
       return;
     }
+    this.fallback = reason;
     if (choices.get(this.url) !== "websocket") {
       choices.set(this.url, "sse");
     }
@@ -369,8 +391,9 @@ export class Session {
   private async connectHTTP(mode: SessionCarrier): Promise<void> {
     if (this.token === "") {
       let res: Response;
+      const reason = this.fallback;
       try {
-        res = await this.fetchImpl(this.url, this.postInit(new Uint8Array(0)));
+        res = await this.fetchImpl(`${this.url}${this.fallbackParam("?", reason)}`, this.postInit(new Uint8Array(0)));
       } catch (err) {
         this.end(unavailable(`the session could not be created: ${String(err)}`));
         return;
@@ -379,6 +402,7 @@ export class Session {
         this.end(await statusFromResponse(res));
         return;
       }
+      this.reported(reason);
       this.receive(new Uint8Array(await res.arrayBuffer()), false);
       if (this.closed || this.token === "") {
         this.end(unavailable("the bridge created no session"));
@@ -406,8 +430,9 @@ export class Session {
         ac.abort();
       }
     }, timeout);
+    const reason = this.fallback;
     try {
-      const res = await this.fetchImpl(this.downURL(false), {
+      const res = await this.fetchImpl(this.downURL(false, reason), {
         headers: { Accept: "text/event-stream" },
         signal: ac.signal,
         cache: "no-store",
@@ -418,6 +443,7 @@ export class Session {
         await this.refused(res);
         return;
       }
+      this.reported(reason);
       const parser = new SSEParser();
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       try {
@@ -450,6 +476,7 @@ export class Session {
         this.down = undefined;
         choices.set(this.url, "poll");
         this.fellBack = "poll";
+        this.fallback = "poll-no-first-byte";
         this.setState("reconnecting", unavailable(`the event stream showed no first byte within ${timeout} ms; polling`));
         void this.poll();
         return;
@@ -473,13 +500,15 @@ export class Session {
     while (!this.closed && this.down === ac) {
       let res: Response;
       let bytes: Uint8Array;
+      const reason = this.fallback;
       try {
-        const url = this.downURL(true);
+        const url = this.downURL(true, reason);
         res = await this.fetchImpl(url, { signal: ac.signal, cache: "no-store", credentials: this.opts.credentials });
         if (res.status !== 200) {
           await this.refused(res);
           return;
         }
+        this.reported(reason);
         bytes = new Uint8Array(await res.arrayBuffer());
       } catch (err) {
         if (this.down === ac && !this.closed) {
@@ -553,8 +582,20 @@ export class Session {
     }, delay);
   }
 
-  private downURL(poll: boolean): string {
-    return `${this.url}?sid=${this.token}&ack=${this.ackParam()}${poll ? "&poll=1" : ""}`;
+  private downURL(poll: boolean, reason: FallbackReason | undefined): string {
+    return `${this.url}?sid=${this.token}&ack=${this.ackParam()}${poll ? "&poll=1" : ""}${this.fallbackParam("&", reason)}`;
+  }
+
+  /** fallbackParam is the query parameter that tells the bridge reason, if any. */
+  private fallbackParam(sep: "?" | "&", reason: FallbackReason | undefined): string {
+    return reason === undefined ? "" : `${sep}fallback=${reason}`;
+  }
+
+  /** reported forgets reason once a request that told it was answered 200: the bridge counted it. */
+  private reported(reason: FallbackReason | undefined): void {
+    if (this.fallback === reason) {
+      this.fallback = undefined;
+    }
   }
 
   /** ackParam is the ack of a reattach or a poll, which acknowledges what came so far. */

@@ -325,8 +325,12 @@ describe("Session carrier choice", () => {
     call.closeSend();
     FakeWebSocket.instances[0]!.serverClose(1006); // refused: no open
     await sleep(10);
-    expect(bridge.reqs.map((r) => `${r.method} ${r.url.search}`).sort()).toEqual(["GET ?sid=T&ack=0", "POST ", "POST ?sid=T"]);
-    const up = bridge.reqs.find((r) => r.method === "POST" && r.url.search !== "")!;
+    expect(bridge.reqs.map((r) => `${r.method} ${r.url.search}`).sort()).toEqual([
+      "GET ?sid=T&ack=0",
+      "POST ?fallback=ws-error",
+      "POST ?sid=T",
+    ]);
+    const up = bridge.reqs.find((r) => r.method === "POST" && r.url.searchParams.has("sid"))!;
     expect(decodeFrames(up.body).map(brief)).toEqual([
       [FrameType.OPEN, 1, 1],
       [FrameType.MESSAGE, 2, 1],
@@ -388,7 +392,7 @@ describe("Session carrier choice", () => {
     expect(s.carrier).toBe("poll");
     expect(carrierChoice(sessionURL)).toBe("poll");
     const gets = bridge.reqs.filter((r) => r.method === "GET").map((r) => r.url.search);
-    expect(gets).toEqual(["?sid=T&ack=0", "?sid=T&ack=0&poll=1", "?sid=T&ack=3&poll=1"]);
+    expect(gets).toEqual(["?sid=T&ack=0", "?sid=T&ack=0&poll=1&fallback=poll-no-first-byte", "?sid=T&ack=3&poll=1"]);
   });
 
   it("resends a POST that failed as it was: idempotent, in order", async () => {
@@ -400,7 +404,7 @@ describe("Session carrier choice", () => {
     const call = s.open(EchoRequestSchema, EchoResponseSchema, echoPath);
     call.send({ text: "once" });
     await sleep(250);
-    const posts = bridge.reqs.filter((r) => r.method === "POST" && r.url.search !== "");
+    const posts = bridge.reqs.filter((r) => r.method === "POST" && r.url.searchParams.has("sid"));
     expect(posts).toHaveLength(2);
     expect(posts[1]!.body).toEqual(posts[0]!.body);
     call.cancel();
@@ -427,6 +431,83 @@ describe("Session carrier choice", () => {
     expect(st.message).toContain("no such session");
     expect(s.ended).toBe(true);
   });
+
+  /** told lists the fallback= values that the bridge got: method, "new" (a create) or "sid", reason. */
+  const told = (reqs: Req[]) =>
+    reqs
+      .filter((r) => r.url.searchParams.has("fallback"))
+      .map((r) => `${r.method} ${r.url.searchParams.has("sid") ? "sid" : "new"} ${r.url.searchParams.get("fallback")}`);
+
+  it("tells the bridge why it fell back, on the creating POST: a failed handshake, a timeout, a blocked WebSocket, a remembered choice", async () => {
+    const failed = httpBridge();
+    session({ WebSocket: WS, fetch: failed.fetch });
+    FakeWebSocket.instances[0]!.serverClose(1006);
+    await sleep(10);
+    expect(told(failed.reqs)).toEqual(["POST new ws-error"]);
+
+    const remembered = httpBridge(); // the page fell back before
+    session({ WebSocket: WS, fetch: remembered.fetch });
+    await sleep(10);
+    expect(told(remembered.reqs)).toEqual(["POST new remembered"]);
+
+    forgetCarrierChoices();
+    const wrong = httpBridge(); // a WebSocket without the session subprotocol
+    session({ WebSocket: WS, fetch: wrong.fetch });
+    FakeWebSocket.instances[1]!.open("");
+    await sleep(10);
+    expect(told(wrong.reqs)).toEqual(["POST new ws-error"]);
+
+    forgetCarrierChoices();
+    const slow = httpBridge();
+    session({ WebSocket: WS, fetch: slow.fetch, handshakeTimeoutMs: 20 });
+    await sleep(60);
+    expect(told(slow.reqs)).toEqual(["POST new ws-timeout"]);
+
+    forgetCarrierChoices();
+    const blocked = httpBridge();
+    session({ WebSocket: WS, fetch: blocked.fetch, webSocket: false });
+    await sleep(10);
+    expect(told(blocked.reqs)).toEqual(["POST new ws-blocked"]);
+    expect(FakeWebSocket.instances).toHaveLength(3);
+  });
+
+  it("tells the bridge on the first downstream GET when a WebSocket session falls back on a reattach", async () => {
+    const bridge = httpBridge();
+    session({ WebSocket: WS, fetch: bridge.fetch });
+    const ws = FakeWebSocket.instances[0]!;
+    ws.open("grpc-session.v1");
+    ws.binary(encodeFrames([hello("T")]));
+    ws.serverClose(1006); // a cut: the session reattaches over a WebSocket...
+    await sleep(10);
+    FakeWebSocket.instances[1]!.serverClose(1006); // ...which a proxy now refuses
+    await sleep(10);
+    bridge.streams[0]!.end(); // cut again: reattached without a reason
+    await sleep(10);
+    expect(bridge.reqs.filter((r) => r.method === "GET").map((r) => r.url.search)).toEqual([
+      "?sid=T&ack=0&fallback=ws-error",
+      "?sid=T&ack=0",
+    ]);
+  });
+
+  it("tells the bridge on its first poll that the event stream showed no first byte, again only if that poll was refused", async () => {
+    let polls = 0;
+    const bridge = httpBridge({
+      stream: (r) => {
+        if (r.url.searchParams.get("poll") !== "1") {
+          return hang(r); // a buffering proxy
+        }
+        polls++;
+        if (polls === 1) {
+          return statusError(503, Code.UNAVAILABLE, "draining"); // not counted: sent again
+        }
+        return polls < 4 ? octets([hello("T")]) : hang(r);
+      },
+    });
+    session({ WebSocket: WS, fetch: bridge.fetch, webSocket: false, firstByteTimeoutMs: 20 });
+    await sleep(400);
+    expect(told(bridge.reqs)).toEqual(["POST new ws-blocked", "GET sid poll-no-first-byte", "GET sid poll-no-first-byte"]);
+    expect(polls).toBe(4);
+  });
 });
 
 describe("Session grace period and pings", () => {
@@ -434,7 +515,7 @@ describe("Session grace period and pings", () => {
     let gets = 0;
     const { fetch } = bridgeFetch((r) => {
       if (r.method === "POST") {
-        return octets(r.url.search === "" ? [hello("T")] : [ack(1)]);
+        return octets(r.url.searchParams.has("sid") ? [ack(1)] : [hello("T")]);
       }
       gets++;
       if (gets > 1) {
