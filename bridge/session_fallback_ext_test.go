@@ -120,8 +120,8 @@ func TestSessionFallbackReasons(t *testing.T) {
 	wantLog("polls", bridge.SessionCarrierPoll, bridge.SessionFallbackPollNoFirstByte)
 }
 
-// sessionRequest sends a request without a body and returns the body of its 200
-// answer.
+// sessionRequest sends a request without a body and returns the body of
+// its 200 answer.
 func sessionRequest(t *testing.T, method, u string) []byte {
 	t.Helper()
 	req, err := http.NewRequest(method, u, nil)
