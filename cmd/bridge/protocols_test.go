@@ -155,8 +155,9 @@ func TestPlaintextGRPCOnTheTLSPortFailsAtOnce(t *testing.T) {
 
 // TestGrpcurl runs grpcurl, the tool a new user reaches for first, against
 // the bridge: list and call on a default port (cleartext, no flag), and a
-// refusal that says why, at once, with h2c off. It needs the grpcurl
-// binary: $GRPCURL (CI installs a pinned version there) or grpcurl on PATH.
+// refusal that says why, at once, with h2c off and with -plaintext on the
+// TLS port. It needs the grpcurl binary: $GRPCURL (CI installs a pinned
+// version there) or grpcurl on PATH.
 func TestGrpcurl(t *testing.T) {
 	t.Parallel()
 	grpcurl := os.Getenv("GRPCURL")
@@ -199,6 +200,14 @@ func TestGrpcurl(t *testing.T) {
 		out, err := run(t, "-plaintext", bridgeAddr(t, "-demo", "-h2c=false"), "list")
 		if err == nil || !strings.Contains(out, "code = Unavailable desc = "+msgH2COff) {
 			t.Errorf("grpcurl list with h2c off: %v\n%s\nwant a failure that says why", err, out)
+		}
+	})
+	t.Run("-plaintext on the TLS port", func(t *testing.T) {
+		t.Parallel()
+		certFile, keyFile, _ := selfSigned(t)
+		out, err := run(t, "-plaintext", bridgeAddr(t, "-demo", "-tls-cert", certFile, "-tls-key", keyFile), "list")
+		if err == nil || !strings.Contains(out, "code = Unavailable desc = "+msgTLSOnly) {
+			t.Errorf("grpcurl -plaintext list on the TLS port: %v\n%s\nwant a failure that says why", err, out)
 		}
 	})
 }
