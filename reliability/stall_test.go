@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 )
 
 // stallProxy forwards TCP connections to upstream until stall freezes
@@ -112,29 +114,28 @@ func (p *stallProxy) stall() {
 // A bridge whose connection to its backend is black-holed (nothing passes
 // either way, nothing closes) must notice, end the streams on it as
 // UNAVAILABLE and reconnect, so that SSE clients resume; found by the
-// rehearsal (docs/reliability.md, "Rehearsal"): the bridge sends its
-// backends no HTTP/2 keepalive pings, so its streams wait with heartbeats
-// and no events for as long as the path is dead, and the browser, which
-// gets the heartbeats, never reconnects. Skipped until the bridge pings
-// its backends (BRIDGE_KNOWN_GAPS=1 runs it).
+// rehearsal (docs/reliability.md, "Rehearsal"): without keepalive pings to
+// its backends (backend_keepalive), a bridge's streams wait with
+// heartbeats and no events for as long as the path is dead, and the
+// browser, which gets the heartbeats, never reconnects.
 func TestBackendStallDetected(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a bridge process")
 	}
-	if os.Getenv("BRIDGE_KNOWN_GAPS") == "" {
-		t.Skip("fails until the bridge sends keepalive pings to its backends (BRIDGE_KNOWN_GAPS=1 runs it)")
-	}
+	t.Parallel()
 	const (
 		before = 10               // ticks before the stall
 		after  = 5                // ticks wanted after it, on a new backend connection
 		detect = 40 * time.Second // what the test allows for noticing the dead path
 	)
 	be := newBackend(t)
+	be.opts = append(be.opts, grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second}))
 	be.start()
 	px := newStallProxy(t, be.addr)
 	addr := freeAddr(t)
 	startProc(t, addr, buildBinary(t, "./cmd/bridge"), "-addr", addr, "-backend", px.addr(), "-descriptors", "builtin",
-		"-expose", "demo.v1.*", "-retry", "100ms", "-heartbeat", "1s", "-log-level", "warn")
+		"-expose", "demo.v1.*", "-retry", "100ms", "-heartbeat", "1s", "-log-level", "warn",
+		"-backend-keepalive", "10s", "-backend-keepalive-timeout", "3s")
 
 	ctx, cancel := context.WithTimeout(t.Context(), detect)
 	defer cancel()

@@ -5,10 +5,12 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 )
 
 // roundRobin spreads calls over every address a backend target resolves to
@@ -33,6 +35,24 @@ func dialBackend(b BackendConfig, extra ...grpc.DialOption) (*grpc.ClientConn, e
 		return nil, fmt.Errorf("backend %s: %w", b.Target, err)
 	}
 	return conn, nil
+}
+
+// minBackendKeepalive is grpc-go's floor for a client's keepalive time: a
+// shorter one is raised to it.
+const minBackendKeepalive = 10 * time.Second
+
+// keepaliveOptions are the dial options of the backend keepalive: HTTP/2
+// pings after interval of quiet, while calls are open (a connection without
+// calls needs none, and servers refuse pings without streams by default),
+// so that a black-holed path (a lost NAT entry, a peer gone without a FIN)
+// ends its streams with UNAVAILABLE instead of leaving them waiting, with
+// the browsers getting heartbeats and never reconnecting. None when
+// interval is 0.
+func keepaliveOptions(interval, timeout time.Duration) []grpc.DialOption {
+	if interval <= 0 {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: interval, Timeout: timeout})}
 }
 
 // backendCredentials builds the transport security of a backend

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -108,4 +109,14 @@ func TestBackendTLSConfigErrors(t *testing.T) {
 		}
 	}
 	_ = os.Remove(notPEM)
+}
+
+func TestKeepaliveOptions(t *testing.T) {
+	t.Parallel()
+	if opts := keepaliveOptions(0, 20*time.Second); len(opts) != 0 {
+		t.Errorf("keepalive off: %d dial options, want none", len(opts))
+	}
+	if opts := keepaliveOptions(time.Minute, 20*time.Second); len(opts) != 1 {
+		t.Errorf("keepalive on: %d dial options, want one", len(opts))
+	}
 }

@@ -43,6 +43,12 @@ type Config struct {
 	PongTimeout       time.Duration           `yaml:"pong_timeout"`
 	ReadMaxBytes      int64                   `yaml:"read_max_bytes"`
 	ResponseMaxBytes  int64                   `yaml:"response_max_bytes"`
+	// BackendKeepalive is how long a backend connection may be quiet
+	// before the bridge pings it; 0 sends no pings. BackendKeepaliveTimeout
+	// is how long the ping may go unanswered before the connection counts
+	// as dead.
+	BackendKeepalive        time.Duration `yaml:"backend_keepalive"`
+	BackendKeepaliveTimeout time.Duration `yaml:"backend_keepalive_timeout"`
 	DrainTimeout      time.Duration           `yaml:"drain_timeout"`
 	ShutdownDelay     time.Duration           `yaml:"shutdown_delay"`
 	SchemaRefresh     time.Duration           `yaml:"schema_refresh"`
@@ -139,6 +145,7 @@ func defaultConfig() Config {
 		PongTimeout:       10 * time.Second,
 		ReadMaxBytes:      4 << 20,
 		ResponseMaxBytes:  4 << 20,
+		BackendKeepaliveTimeout: 20 * time.Second,
 		DrainTimeout:      10 * time.Second,
 		SchemaRefresh:     5 * time.Minute,
 		MetricsNamespace:  "grpcbridge",
@@ -219,6 +226,8 @@ func parseFlags(args []string) (*Config, error) {
 	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "how often the bridge pings a WebSocket peer")
 	fs.DurationVar(&c.PongTimeout, "pong-timeout", c.PongTimeout, "time a WebSocket peer has to answer a ping before it is dropped")
 	fs.Int64Var(&c.ReadMaxBytes, "read-max-bytes", c.ReadMaxBytes, "largest request message from a browser (JSON body, WebSocket message; larger closes with 1009) and native gRPC message either way, in bytes")
+	fs.DurationVar(&c.BackendKeepalive, "backend-keepalive", 0, "ping a backend connection that has been quiet this long, and drop it (ending its streams UNAVAILABLE, so browsers resume) when the ping goes unanswered; the backend must allow pings this often (grpc-go: keepalive.EnforcementPolicy MinTime); 0: no pings; at least 10s")
+	fs.DurationVar(&c.BackendKeepaliveTimeout, "backend-keepalive-timeout", c.BackendKeepaliveTimeout, "how long a backend keepalive ping may go unanswered")
 	fs.Int64Var(&c.ResponseMaxBytes, "response-max-bytes", c.ResponseMaxBytes, "largest response message the bridge takes from a backend, in bytes; a larger one ends the call with RESOURCE_EXHAUSTED")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time to drain streams after SIGTERM and the shutdown delay")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "after SIGTERM, keep serving new requests this long with /readyz at 503, so load balancers stop sending them, before draining")
@@ -353,6 +362,12 @@ func (c *Config) validate() error {
 	}
 	if c.ReadMaxBytes <= 0 || c.ReadMaxBytes > math.MaxInt32 {
 		errs = append(errs, fmt.Errorf("-read-max-bytes must be between 1 and %d, got %d", math.MaxInt32, c.ReadMaxBytes))
+	}
+	if c.BackendKeepalive != 0 && c.BackendKeepalive < minBackendKeepalive {
+		errs = append(errs, fmt.Errorf("-backend-keepalive must be 0 (off) or at least %v (gRPC's minimum), got %v", minBackendKeepalive, c.BackendKeepalive))
+	}
+	if c.BackendKeepaliveTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("-backend-keepalive-timeout must be positive, got %v", c.BackendKeepaliveTimeout))
 	}
 	if c.ResponseMaxBytes <= 0 || c.ResponseMaxBytes > math.MaxInt32 {
 		errs = append(errs, fmt.Errorf("-response-max-bytes must be between 1 and %d, got %d", math.MaxInt32, c.ResponseMaxBytes))

@@ -46,6 +46,8 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"-demo", "-grpc-addr", ":8080"}, "-addr and -grpc-addr are both :8080: give each listener its own port"},
 		{[]string{"-demo", "-admin-addr", ":9090", "-grpc-addr", ":9090"}, "-admin-addr and -grpc-addr are both :9090"},
 		{[]string{"-demo", "-shutdown-delay", "-1s"}, "-shutdown-delay cannot be negative"},
+		{[]string{"-demo", "-backend-keepalive", "5s"}, "-backend-keepalive must be 0 (off) or at least 10s"},
+		{[]string{"-demo", "-backend-keepalive", "10s", "-backend-keepalive-timeout", "0s"}, "-backend-keepalive-timeout must be positive"},
 		{[]string{"-nope"}, "flag provided but not defined: -nope"},
 	} {
 		_, err := parseFlags(tc.args)

@@ -4,9 +4,12 @@
 package demo
 
 import (
+	"time"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	demov1 "github.com/grpcbridge/grpcbridge/gen/demo/v1"
@@ -26,6 +29,11 @@ func Register(s grpc.ServiceRegistrar) {
 // files) and the standard health service, which reports SERVING both
 // overall and for each demo service.
 func NewServer(opts ...grpc.ServerOption) *grpc.Server {
+	// Bridges may ping it as often as gRPC lets a client (every 10 s), to
+	// notice a dead path (cmd/bridge's backend_keepalive); grpc-go's
+	// default policy (5 min) would answer that with a too_many_pings
+	// GOAWAY. Half of that, so that timer jitter never counts as abuse.
+	opts = append([]grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second})}, opts...)
 	s := grpc.NewServer(opts...)
 	Register(s)
 	reflection.Register(s)

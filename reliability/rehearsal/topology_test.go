@@ -251,6 +251,10 @@ func bridgeConfig(t *testing.T, deployYAML []byte, i int) []byte {
 	cfg["expose"] = []string{"demo.v1.*"}
 	cfg["allow_origins"] = []string{origin}
 	cfg["trusted_proxies"] = []string{"127.0.0.0/16"}
+	// The demo backends allow pings every 5 s: a stalled backend link is
+	// noticed within seconds, not when Toxiproxy gives up on it.
+	cfg["backend_keepalive"] = "10s"
+	cfg["backend_keepalive_timeout"] = "5s"
 	delete(cfg, "methods")           // the demo's own proto options name the ticker's cursor
 	delete(cfg, "response_metadata") // nothing to pass on
 	cfg["log_level"] = "info"
