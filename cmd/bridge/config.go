@@ -49,21 +49,21 @@ type Config struct {
 	// as dead.
 	BackendKeepalive        time.Duration `yaml:"backend_keepalive"`
 	BackendKeepaliveTimeout time.Duration `yaml:"backend_keepalive_timeout"`
-	DrainTimeout      time.Duration           `yaml:"drain_timeout"`
-	ShutdownDelay     time.Duration           `yaml:"shutdown_delay"`
-	SchemaRefresh     time.Duration           `yaml:"schema_refresh"`
-	MaxStreams        int64                   `yaml:"max_streams"`
-	MaxClientStreams  int64                   `yaml:"max_streams_per_client"`
-	TrustedProxies    []string                `yaml:"trusted_proxies"`
-	NativeGRPCNets    []string                `yaml:"native_grpc_networks"`
-	MaxStreamDuration time.Duration           `yaml:"max_stream_duration"`
-	SharedReplay      int                     `yaml:"shared_replay"`
-	MetricsNamespace  string                  `yaml:"metrics_namespace"`
-	OTLPEndpoint      string                  `yaml:"otlp_endpoint"`
-	OTLPInsecure      bool                    `yaml:"otlp_insecure"`
-	ServiceName       string                  `yaml:"service_name"`
-	LogFormat         string                  `yaml:"log_format"`
-	LogLevel          string                  `yaml:"log_level"`
+	DrainTimeout            time.Duration `yaml:"drain_timeout"`
+	ShutdownDelay           time.Duration `yaml:"shutdown_delay"`
+	SchemaRefresh           time.Duration `yaml:"schema_refresh"`
+	MaxStreams              int64         `yaml:"max_streams"`
+	MaxClientStreams        int64         `yaml:"max_streams_per_client"`
+	TrustedProxies          []string      `yaml:"trusted_proxies"`
+	NativeGRPCNets          []string      `yaml:"native_grpc_networks"`
+	MaxStreamDuration       time.Duration `yaml:"max_stream_duration"`
+	SharedReplay            int           `yaml:"shared_replay"`
+	MetricsNamespace        string        `yaml:"metrics_namespace"`
+	OTLPEndpoint            string        `yaml:"otlp_endpoint"`
+	OTLPInsecure            bool          `yaml:"otlp_insecure"`
+	ServiceName             string        `yaml:"service_name"`
+	LogFormat               string        `yaml:"log_format"`
+	LogLevel                string        `yaml:"log_level"`
 	// Sessions (sessions.go).
 	SessionKeyFile    string        `yaml:"session_key_file"`
 	AdvertiseAddr     string        `yaml:"advertise_addr"`
@@ -135,23 +135,23 @@ func (mc MethodConfig) hasSSE() bool {
 // defaultConfig holds the defaults of every setting.
 func defaultConfig() Config {
 	return Config{
-		Addr:              ":8080",
-		Reflection:        true,
-		H2C:               true,
-		HeartbeatInterval: 15 * time.Second,
-		RetryInterval:     2 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		PingInterval:      30 * time.Second,
-		PongTimeout:       10 * time.Second,
-		ReadMaxBytes:      4 << 20,
-		ResponseMaxBytes:  4 << 20,
+		Addr:                    ":8080",
+		Reflection:              true,
+		H2C:                     true,
+		HeartbeatInterval:       15 * time.Second,
+		RetryInterval:           2 * time.Second,
+		WriteTimeout:            10 * time.Second,
+		PingInterval:            30 * time.Second,
+		PongTimeout:             10 * time.Second,
+		ReadMaxBytes:            4 << 20,
+		ResponseMaxBytes:        4 << 20,
 		BackendKeepaliveTimeout: 20 * time.Second,
-		DrainTimeout:      10 * time.Second,
-		SchemaRefresh:     5 * time.Minute,
-		MetricsNamespace:  "grpcbridge",
-		ServiceName:       "grpcbridge",
-		LogFormat:         "text",
-		LogLevel:          "info",
+		DrainTimeout:            10 * time.Second,
+		SchemaRefresh:           5 * time.Minute,
+		MetricsNamespace:        "grpcbridge",
+		ServiceName:             "grpcbridge",
+		LogFormat:               "text",
+		LogLevel:                "info",
 	}
 }
 
