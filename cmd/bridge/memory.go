@@ -19,7 +19,11 @@ import (
 // a burst that opens and ends between two looks:
 //
 //   - the streams: the live count fell to half of its peak (of at least
-//     reclaimMinStreams) since the last reclaim;
+//     reclaimMinStreams) since the last reclaim, and then settled: two
+//     looks in a row without a further fall (or reclaimMaxWait after the
+//     fall to half, if it keeps falling). Reclaiming in the middle of the
+//     fall would leave the rest of it, whose peak is small, to the
+//     runtime's forced GC minutes later;
 //   - the goroutines and the heap, for what the poll did not see: since
 //     the last reclaim at least reclaimMinExits goroutines ended, more
 //     than are alive now (the population turned over, so the cost of a
@@ -34,6 +38,7 @@ const (
 	reclaimMinExits   = 2000     // two goroutines per stream: 1,000 streams
 	reclaimMinHeap    = 32 << 20 // heap growth worth a forced GC
 	reclaimQuietBytes = 4 << 20  // allocated in one interval: 16 MiB/s
+	reclaimMaxWait    = 8        // looks (2 s) a fall to half may go on before a reclaim
 )
 
 // memSample is what the reclaimer looks at, once an interval.
@@ -50,6 +55,8 @@ type reclaimer struct {
 	started    bool
 	prev       memSample
 	peak       int    // the streams' peak since the last reclaim
+	falling    int    // looks since the streams fell to half of peak; 0: they did not
+	settled    int    // looks in a row since then without a further fall
 	exited     uint64 // goroutines that ended since the last reclaim
 	heapAtBase uint64 // the heap right after the last reclaim (or at the start)
 }
@@ -65,16 +72,27 @@ func (r *reclaimer) observe(s memSample) bool {
 	// fell).
 	r.exited += s.created - r.prev.created - (s.goroutines - r.prev.goroutines)
 	quiet := s.allocs-r.prev.allocs < reclaimQuietBytes
+	prevStreams := r.prev.streams
 	r.prev = s
 	r.peak = max(r.peak, s.streams)
 
-	streamsLeft := r.peak >= reclaimMinStreams && s.streams <= r.peak/2
+	if r.falling == 0 && r.peak >= reclaimMinStreams && s.streams <= r.peak/2 {
+		r.falling = 1 // this look; the fall may not be over
+	} else if r.falling > 0 {
+		r.falling++
+		if s.streams >= prevStreams {
+			r.settled++
+		} else {
+			r.settled = 0
+		}
+	}
+	streamsLeft := r.falling > 0 && (r.settled >= 2 || r.falling > reclaimMaxWait)
 	turnedOver := quiet && r.exited >= reclaimMinExits && r.exited > s.goroutines &&
 		s.heap >= r.heapAtBase+reclaimMinHeap
 	if !streamsLeft && !turnedOver {
 		return false
 	}
-	r.peak, r.exited = s.streams, 0
+	r.peak, r.exited, r.falling, r.settled = s.streams, 0, 0, 0
 	return true
 }
 

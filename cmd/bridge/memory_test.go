@@ -21,14 +21,43 @@ func TestReclaimerFiresAfterAMassDisconnect(t *testing.T) {
 		{400, false},   // a peak under 1,000 streams is not worth a GC
 		{10000, false}, // the peak
 		{7000, false},  // down, but not by half
-		{4000, true},   // under half of the peak: reclaim
-		{3000, false},  // the peak is now 4,000 and 3,000 is not half of it
-		{100, true},    // half of 4,000 and more gone
-		{50, false},    // the peak, 100, is too small to matter
+		{4000, false},  // under half of the peak, but still falling
+		{3000, false},  // falling
+		{3000, false},  // settled once
+		{3000, true},   // settled twice: reclaim
+		{1000, false},  // the peak is now 3,000: under half, falling
+		{0, false},     // falling
+		{0, false},     // settled once
+		{0, true},      // reclaim
+		{500, false},   // the peak, 500, is too small to matter
+		{0, false},
+		{0, false},
+		{0, false},
 	} {
 		if got := r.observe(memSample{streams: step.active}); got != step.want {
 			t.Fatalf("observe(%d streams) = %v, want %v (peak %d)", step.active, got, step.want, r.peak)
 		}
+	}
+}
+
+// A fall that goes on does not hold the reclaim back for ever.
+func TestReclaimerFiresDuringALongFall(t *testing.T) {
+	t.Parallel()
+	var r reclaimer
+	r.observe(memSample{streams: 10000})
+	streams := 5000 // half: the fall begins
+	for look := 1; ; look++ {
+		fired := r.observe(memSample{streams: streams})
+		if fired {
+			if look != reclaimMaxWait+1 {
+				t.Fatalf("reclaimed at look %d of the fall, want %d", look, reclaimMaxWait+1)
+			}
+			return
+		}
+		if look > reclaimMaxWait+1 {
+			t.Fatalf("no reclaim after %d looks of a steady fall", look)
+		}
+		streams -= 100
 	}
 }
 
