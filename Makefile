@@ -73,6 +73,7 @@ test: ## Vet, then run all tests with the race detector (browser tests in e2e/ n
 	go test -run '^$$' -fuzz '^FuzzNormalizeOrigin$$' -fuzztime 5s ./bridge
 	go test -run '^$$' -fuzz '^FuzzClientIP$$' -fuzztime 5s ./bridge
 	go test -run '^$$' -fuzz '^FuzzQueryParser$$' -fuzztime 5s ./bridge
+	go test -run '^$$' -fuzz '^FuzzDecodeSessionFrame$$' -fuzztime 5s ./bridge
 	go test -run '^$$' -fuzz '^FuzzAppendJSON$$' -fuzztime 5s ./internal/wirejson
 
 .PHONY: slowtest
