@@ -62,6 +62,11 @@ func normalizeHost(hostport, scheme string) (string, error) {
 	if host == "" || host == "[]" {
 		return "", errors.New("empty host")
 	}
+	// One trailing dot names the root (the same host); an empty label
+	// anywhere else is no host name at all.
+	if strings.HasSuffix(host, ".") || strings.HasPrefix(host, ".") || strings.Contains(host, "..") {
+		return "", fmt.Errorf("host %s has an empty label", quoteName(hostport))
+	}
 	if port != "" || strings.HasSuffix(hostport, ":") {
 		n, err := strconv.ParseUint(port, 10, 16)
 		if err != nil || n == 0 {

@@ -51,6 +51,9 @@ func TestNormalizeOrigin(t *testing.T) {
 		{"https://app.example:", ""},
 		{"%%%", ""},
 		{"https://[::1", ""},
+		{"https://app.example..", ""}, // found by FuzzNormalizeOrigin: not a fixed point
+		{"https://app..example", ""},
+		{"https://.app.example", ""},
 	}
 	for _, tt := range tests {
 		got, err := normalizeOrigin(tt.in)
