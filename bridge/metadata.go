@@ -2,11 +2,13 @@ package bridge
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"math"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -320,4 +322,50 @@ func (h *Handler) trusted(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// addControlMetadata adds the entries of a control object's metadata (a
+// WebSocket metadata frame, a session OPEN) to md with the rules of HTTP
+// request headers: keys are case-insensitive, keys not on the allow-list
+// are dropped, and so are ambient credentials with noAmbient (a page that
+// only "*" admits); -bin values are base64, other values printable ASCII,
+// and grpc-timeout sets *timeout.
+func (m *headerMatcher) addControlMetadata(md metadata.MD, timeout *time.Duration, entries map[string][]string, noAmbient bool) error {
+	for name, values := range entries {
+		key := strings.ToLower(name)
+		if !validKey(key) {
+			return fmt.Errorf("metadata key %s is not a valid gRPC metadata key (letters, digits, '-', '_', '.')", quoteName(name))
+		}
+		// The bridge sets these itself, from the connection.
+		if !m.allows(key) || key == mdForwardedFor || key == mdForwardedHost ||
+			noAmbient && slices.Contains(ambientCredentialKeys, key) {
+			continue
+		}
+		if key == mdTimeout {
+			if len(values) != 1 {
+				return errors.New("metadata grpc-timeout: want exactly one value")
+			}
+			d, err := parseTimeout(values[0])
+			if err != nil {
+				return fmt.Errorf("metadata grpc-timeout: %w", err)
+			}
+			*timeout = d
+			continue
+		}
+		for _, v := range values {
+			if strings.HasSuffix(key, binaryKeySuffix) {
+				b, err := decodeBinaryHeader(v)
+				if err != nil {
+					return fmt.Errorf("metadata %s: not base64: %v", quoteName(key), err)
+				}
+				md[key] = append(md[key], string(b))
+				continue
+			}
+			if !isPrintableASCII(v) {
+				return fmt.Errorf("metadata %s: values must be printable ASCII", quoteName(key))
+			}
+			md[key] = append(md[key], v)
+		}
+	}
+	return nil
 }

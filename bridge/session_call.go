@@ -187,9 +187,7 @@ func (s *session) open(id uint64, payload []byte) error {
 		}
 		if err == nil {
 			// The grpc-ws.v1 rules of a metadata frame, as they are.
-			ws := &wsSession{h: h, md: md, noAmbient: s.noAmbient, timeout: timeout}
-			err = ws.addMetadata(ctl.metadata)
-			timeout = ws.timeout
+			err = h.requestMD.addControlMetadata(md, &timeout, ctl.metadata, s.noAmbient)
 		}
 		if err != nil {
 			s.statusOnly(id, status.Newf(codes.InvalidArgument, "OPEN metadata: %v", err))

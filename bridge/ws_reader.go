@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 
 	"github.com/gorilla/websocket"
 	"google.golang.org/grpc"
@@ -152,47 +150,10 @@ func (s *wsSession) onControl(data []byte) error {
 }
 
 // addMetadata adds the entries of a metadata frame to the request metadata
-// with the rules of HTTP request headers: keys are case-insensitive, keys
-// not on the allow-list are dropped, -bin values are base64, other values
-// printable ASCII, and grpc-timeout sets the call's deadline.
+// (see [headerMatcher.addControlMetadata]); grpc-timeout sets the call's
+// deadline.
 func (s *wsSession) addMetadata(entries map[string][]string) error {
-	for name, values := range entries {
-		key := strings.ToLower(name)
-		if !validKey(key) {
-			return fmt.Errorf("metadata key %s is not a valid gRPC metadata key (letters, digits, '-', '_', '.')", quoteName(name))
-		}
-		// The bridge sets these itself, from the connection.
-		if !s.h.requestMD.allows(key) || key == mdForwardedFor || key == mdForwardedHost ||
-			s.noAmbient && slices.Contains(ambientCredentialKeys, key) {
-			continue
-		}
-		if key == mdTimeout {
-			if len(values) != 1 {
-				return errors.New("metadata grpc-timeout: want exactly one value")
-			}
-			d, err := parseTimeout(values[0])
-			if err != nil {
-				return fmt.Errorf("metadata grpc-timeout: %w", err)
-			}
-			s.timeout = d
-			continue
-		}
-		for _, v := range values {
-			if strings.HasSuffix(key, binaryKeySuffix) {
-				b, err := decodeBinaryHeader(v)
-				if err != nil {
-					return fmt.Errorf("metadata %s: not base64: %v", quoteName(key), err)
-				}
-				s.md[key] = append(s.md[key], string(b))
-				continue
-			}
-			if !isPrintableASCII(v) {
-				return fmt.Errorf("metadata %s: values must be printable ASCII", quoteName(key))
-			}
-			s.md[key] = append(s.md[key], v)
-		}
-	}
-	return nil
+	return s.h.requestMD.addControlMetadata(s.md, &s.timeout, entries, s.noAmbient)
 }
 
 // open starts the call and the receiver that relays its responses. It

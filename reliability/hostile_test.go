@@ -333,7 +333,7 @@ func hostileWS() []wsCase {
 			frames: []wsFrame{text(`{"end":true}`), text(`{"end":true}`)},
 			code:   codes.InvalidArgument, message: `end sent twice`, close: 1008},
 		{name: "second message to a server-streaming method", path: streamPath,
-			frames: []wsFrame{binary(mustMarshal(&demov1.StreamRequest{Count: 1, IntervalMs: 1000})), binary(mustMarshal(&demov1.StreamRequest{}))},
+			frames: []wsFrame{binary(mustMarshal(&demov1.StreamRequest{Count: 2, IntervalMs: 1000})), binary(mustMarshal(&demov1.StreamRequest{}))},
 			code:   codes.InvalidArgument, message: `demo.v1.EchoService/Stream is not client-streaming: it takes exactly one request message`, close: 1008},
 		{name: "text frame that is not JSON", path: echoPath,
 			frames: []wsFrame{text(`<script>`)},
