@@ -42,6 +42,28 @@ func (m *method) callStatus(ctx context.Context, err error) *status.Status {
 	return publicStatus(ctx, m.log, m.name, statusFromError(err))
 }
 
+// checkRequest reports why data is not the wire form of a request of m,
+// or nil when it is, as proto.Unmarshal would decide. The request frames
+// of WebSocket and session calls go to the backend as they are, so this is
+// their only decode: wirejson, which is exact or declines, transcodes into
+// a scratch buffer without allocating; only what it declines (a type it
+// does not handle, or invalid input) is decoded, which also explains the
+// error.
+func (m *method) checkRequest(data []byte) error {
+	if m.inputJSON != nil {
+		scratch := getSSEBuf()
+		scratch, ok := m.inputJSON.AppendJSON(scratch, data)
+		putSSEBuf(scratch)
+		if ok {
+			return nil
+		}
+	}
+	if err := proto.Unmarshal(data, m.input.New().Interface()); err != nil {
+		return explainDecodeError(m.desc.Input(), data, err)
+	}
+	return nil
+}
+
 // headersJSON renders the allow-listed response headers for the SSE
 // headers event.
 func (h *Handler) headersJSON(hdr metadata.MD) []byte {

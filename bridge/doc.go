@@ -85,12 +85,15 @@
 //
 // A WebSocket uses two: a reader, the only one that reads the socket and
 // sends to the backend (it opens the call, and answers pings), and the HTTP
-// handler goroutine, the only one that receives from the backend and writes
-// data frames (the headers, each message, the status) and the close frame.
+// handler goroutine, the only one that receives from the backend; it
+// writes a response that came alone itself, and hands those of a burst to
+// a writer goroutine, started only while frames are queued, which writes
+// everything queued in one write(2). The close frame goes last, after
+// every data frame.
 // Pings and pongs are written from the ping timer and the reader, which
 // gorilla/websocket allows alongside a data write. The reader sends the
 // next message only once the backend took the last, and the handler
-// receives the next response only once the previous one is written, so
+// receives the next response only while fewer than 32 KiB are queued, so
 // backpressure reaches both ends and nothing buffers without bound. The
 // handler returns only after the reader has ended.
 //

@@ -38,6 +38,7 @@ type method struct {
 	shared     *sharedHub                   // the method's shared calls, or nil when it is not shared
 	compress   CompressionOptions           // which transports compress responses (compress.go)
 	json       *wirejson.Encoder            // SSE responses' JSON from their wire bytes, or nil for protojson only
+	inputJSON  *wirejson.Encoder            // checkRequest's fast path for request frames, or nil
 	log        *slog.Logger                 // the handler's, for failures the browser must not see in full
 	// safeGET: GET without Upgrade may call the method. Every method but a
 	// unary one may be opened with GET; a unary method only when it is
@@ -231,6 +232,9 @@ func newMethod(c *config, md protoreflect.MethodDescriptor) (*method, []binding,
 	}
 	if enc := wirejson.New(md.Output()); enc.Supported() {
 		m.json = enc
+	}
+	if enc := wirejson.New(md.Input()); enc.Supported() {
+		m.inputJSON = enc
 	}
 	for _, b := range c.serviceBackends {
 		if matchService(b.pattern, md.Parent().(protoreflect.ServiceDescriptor)) {

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // The calls of a session, and the upstream frames that drive them.
@@ -265,9 +264,8 @@ func (c *sessionCall) fail(st *status.Status) {
 }
 
 func (c *sessionCall) onMessage(data []byte) {
-	if err := proto.Unmarshal(data, c.m.input.New().Interface()); err != nil {
-		c.fail(status.Newf(codes.InvalidArgument, "MESSAGE is not a %s: %v", c.m.desc.Input().FullName(),
-			explainDecodeError(c.m.desc.Input(), data, err)))
+	if err := c.m.checkRequest(data); err != nil {
+		c.fail(status.Newf(codes.InvalidArgument, "MESSAGE is not a %s: %v", c.m.desc.Input().FullName(), err))
 		return
 	}
 	s := c.s

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // The WebSocket session's reader: the only goroutine that reads the
@@ -100,8 +99,8 @@ func (s *wsSession) onMessage(data []byte) error {
 	// Decoded only to check it: a frame that is not the request type is a
 	// protocol violation the browser hears about, not an error from the
 	// backend.
-	if err := proto.Unmarshal(data, s.m.input.New().Interface()); err != nil {
-		return fmt.Errorf("binary frame is not a %s: %v", s.m.desc.Input().FullName(), explainDecodeError(s.m.desc.Input(), data, err))
+	if err := s.m.checkRequest(data); err != nil {
+		return fmt.Errorf("binary frame is not a %s: %v", s.m.desc.Input().FullName(), err)
 	}
 	if s.stream == nil && !s.open() {
 		return nil

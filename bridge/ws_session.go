@@ -81,12 +81,13 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, m *meth
 		return
 	}
 	defer h.streams.end(client)
-	conn, err := upgrader.Upgrade(w, r, nil)
+	bw := &batchHijacker{ResponseWriter: w}
+	conn, err := upgrader.Upgrade(bw, r, nil)
 	if err != nil {
 		return // the upgrader has answered or closed the connection
 	}
 	_ = conn.SetCompressionLevel(compressLevel) // valid; a no-op when not negotiated
-	s := newWSSession(h, m, r, conn, c, md, timeout)
+	s := newWSSession(h, m, r, conn, bw.conn, c, md, timeout)
 	s.obs = h.cfg.metrics.StreamStarted(m.name, TransportWebSocket, false)
 	s.serve()
 }
@@ -123,15 +124,17 @@ func violation(err error) wsEnd {
 // wsSession is one WebSocket connection and the one call it carries.
 //
 // Two goroutines share it, each with its own side, and each side has a
-// file of its own:
+// file of its own (and, during a burst of responses, the writer):
 //   - the reader (ws_reader.go: read) is the only one that reads the
 //     socket and the only one that calls NewStream, SendMsg and CloseSend;
 //     it answers pings;
-//   - the writer (ws_writer.go: receive, then close) runs on the HTTP
+//   - the receiver (ws_writer.go: receive, then close) runs on the HTTP
 //     handler goroutine: it is the only one that calls Header, RecvMsg and
-//     Trailer, and the only one that writes data frames (messages, headers,
-//     the status), each straight to the socket as it arrives, under a
-//     write deadline.
+//     Trailer, and it queues the data frames (headers, messages, the
+//     status) in out, bounded; it writes a response that came alone
+//     itself, and a writer goroutine, started only while frames are
+//     queued, writes those of a burst in one write(2) each batch
+//     (batchConn), under a write deadline.
 //
 // Control frames (pings, pongs, the close frame) may be written from any
 // goroutine: gorilla/websocket allows WriteControl alongside a data write.
@@ -145,6 +148,7 @@ type wsSession struct {
 	m     *method
 	r     *http.Request
 	conn  *websocket.Conn
+	bconn *batchConn // under conn: the writer's batches
 	start time.Time
 
 	// ctx is the session's context: the request's values, but cancelled
@@ -182,7 +186,8 @@ type wsSession struct {
 	obs StreamObserver // MessageReceived from the reader, MessageSent from the receiver
 
 	// Receiver side.
-	sent int // response messages written
+	out  wsOut // the data frames on their way to the writer
+	sent int   // response messages written, by the writer
 
 	// The ping timer's, whose callbacks run one at a time.
 	pinger       *time.Timer
@@ -194,13 +199,14 @@ type wsSession struct {
 	writeErr error // the first failed write: nothing more is written
 }
 
-func newWSSession(h *Handler, m *method, r *http.Request, conn *websocket.Conn, c browserCaller, md metadata.MD, timeout time.Duration) *wsSession {
+func newWSSession(h *Handler, m *method, r *http.Request, conn *websocket.Conn, bconn *batchConn, c browserCaller, md metadata.MD, timeout time.Duration) *wsSession {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	return &wsSession{
+	s := &wsSession{
 		h:          h,
 		m:          m,
 		r:          r,
 		conn:       conn,
+		bconn:      bconn,
 		start:      time.Now(),
 		ctx:        ctx,
 		cancel:     cancel,
@@ -211,6 +217,8 @@ func newWSSession(h *Handler, m *method, r *http.Request, conn *websocket.Conn, 
 		timeout:    timeout,
 		noAmbient:  c.wildcard,
 	}
+	s.out.room.L = &s.out.mu
+	return s
 }
 
 // serve runs the session until the call and the connection have ended.

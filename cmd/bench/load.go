@@ -236,8 +236,22 @@ type wsResult struct {
 // gRPC.
 type echoConn interface {
 	send(payload []byte) error
+	// sendN sends n messages at once, as a client does with what it
+	// queued meanwhile: the WebSocket clients in one write (see
+	// coalesceConn), gRPC through its own batching writer.
+	sendN(payload []byte, n int) error
 	recv() error
 	close()
+}
+
+// sendEach sends payload n times with send.
+func sendEach(send func([]byte) error, payload []byte, n int) error {
+	for range n {
+		if err := send(payload); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // loadWS measures sequential round trips and pipelined throughput of
@@ -293,7 +307,8 @@ func loadWS(args []string) error {
 	res := wsResult{RTTPerSec: float64(len(rtts)) / total.Seconds()}
 	res.RTT = summarize(rtts)
 
-	// Pipelined: a writer keeps window messages in flight, the reader counts.
+	// Pipelined: a writer keeps window messages in flight, the reader counts;
+	// the writer sends what came back meanwhile at once.
 	c, err = dial()
 	if err != nil {
 		return err
@@ -313,7 +328,16 @@ func loadWS(args []string) error {
 				return
 			case <-credits:
 			}
-			if err := c.send(payload); err != nil {
+			n := 1 // and every credit that came back meanwhile
+			for more := true; more && n < *window; {
+				select {
+				case <-credits:
+					n++
+				default:
+					more = false
+				}
+			}
+			if err := c.sendN(payload, n); err != nil {
 				werr <- err
 				return
 			}
@@ -337,15 +361,23 @@ func loadWS(args []string) error {
 	return printJSON(res)
 }
 
-type wsEcho struct{ c *websocket.Conn }
+type wsEcho struct {
+	c  *websocket.Conn
+	cc *coalesceConn
+}
 
 func dialWSEcho(ctx context.Context, addr string) (*wsEcho, error) {
-	d := websocket.Dialer{Subprotocols: []string{"grpc-ws.v1"}, ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10}
+	d, cc := coalescingDialer()
+	d.Subprotocols = []string{"grpc-ws.v1"}
 	c, _, err := d.DialContext(ctx, "ws://"+addr+"/demo.v1.EchoService/Echo", nil)
 	if err != nil {
 		return nil, err
 	}
-	return &wsEcho{c: c}, nil
+	return &wsEcho{c: c, cc: cc}, nil
+}
+
+func (w *wsEcho) sendN(payload []byte, n int) error {
+	return w.cc.batch(func() error { return sendEach(w.send, payload, n) })
 }
 
 func (w *wsEcho) send(payload []byte) error {
@@ -385,6 +417,7 @@ func (w *wsEcho) close() {
 // publish reply): no backend.
 type centrifugoEcho struct {
 	c       *websocket.Conn
+	cc      *coalesceConn
 	rpc     bool
 	channel string
 	id      int
@@ -392,12 +425,12 @@ type centrifugoEcho struct {
 }
 
 func dialCentrifugoEcho(ctx context.Context, addr string, rpc bool) (*centrifugoEcho, error) {
-	d := websocket.Dialer{ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10}
+	d, cc := coalescingDialer()
 	c, _, err := d.DialContext(ctx, "ws://"+addr+"/connection/websocket", nil)
 	if err != nil {
 		return nil, err
 	}
-	e := &centrifugoEcho{c: c, rpc: rpc, channel: fmt.Sprintf("echo%d", os.Getpid())}
+	e := &centrifugoEcho{c: c, cc: cc, rpc: rpc, channel: fmt.Sprintf("echo%d", os.Getpid())}
 	cmds := []string{`"connect":{"name":"bench"}`}
 	if !rpc {
 		cmds = append(cmds, fmt.Sprintf(`"subscribe":{"channel":%q}`, e.channel))
@@ -427,6 +460,10 @@ func (e *centrifugoEcho) send(payload []byte) error {
 		b = fmt.Appendf(nil, `{"id":%d,"publish":{"channel":%q,"data":{"payload":%q}}}`, e.id, e.channel, data)
 	}
 	return e.c.WriteMessage(websocket.TextMessage, b)
+}
+
+func (e *centrifugoEcho) sendN(payload []byte, n int) error {
+	return e.cc.batch(func() error { return sendEach(e.send, payload, n) })
 }
 
 // recv reads up to the next answer (an RPC reply, or a push); a frame may
@@ -502,6 +539,9 @@ func dialGRPCEcho(ctx context.Context, addr string) (*grpcEcho, error) {
 func (g *grpcEcho) send(payload []byte) error {
 	return g.s.Send(&demov1.EchoRequest{Text: "x", Payload: payload})
 }
+
+func (g *grpcEcho) sendN(payload []byte, n int) error { return sendEach(g.send, payload, n) }
+
 func (g *grpcEcho) recv() error { return g.s.RecvMsg(&g.resp) }
 func (g *grpcEcho) close()      { g.cancel(); g.conn.Close() }
 

@@ -279,6 +279,10 @@ func (e *sessionEcho) send(payload []byte) error {
 	return e.call.Send(e.ctx, b)
 }
 
+// sendN sends n messages; the session client puts the frames it has
+// queued in one message itself.
+func (e *sessionEcho) sendN(payload []byte, n int) error { return sendEach(e.send, payload, n) }
+
 func (e *sessionEcho) recv() error {
 	b, err := e.call.Recv(e.ctx)
 	if err != nil {
