@@ -59,7 +59,7 @@ func (m *method) checkRequest(data []byte) error {
 		}
 	}
 	if err := proto.Unmarshal(data, m.input.New().Interface()); err != nil {
-		return explainDecodeError(m.desc.Input(), data, err)
+		return explainDecodeError(m.input.Descriptor(), data, err)
 	}
 	return nil
 }

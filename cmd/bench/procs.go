@@ -305,6 +305,21 @@ func procStat(pid int) (rss int64, cpu time.Duration, err error) {
 	return rss, cpu, nil
 }
 
+// writeCalls reads how many write system calls a process has made (syscw
+// in /proc/PID/io: write, writev and the like).
+func writeCalls(pid int) (int64, error) {
+	io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(io), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscw:"); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/io: no syscw", pid)
+}
+
 // goroutines scrapes go_goroutines from the /metrics of the server at base
 // (scheme and host).
 func goroutines(base string) (int, error) {

@@ -566,7 +566,7 @@ func (h *harness) scenarioFanoutH2(ctx context.Context) error {
 		genArgs []string
 	}{{"HTTP/1.1", nil}, {"h2c", []string{"-h2c", strconv.Itoa(c.h2Conns)}}}
 	res := make(map[string][]*fanoutFigures)
-	h.printf("| round | transport | p50 | p99 | max | ticks delivered | bridge CPU µs per delivered tick | load generator CPU µs per tick | bridge goroutines | bridge RSS | dropped |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	h.printf("| round | transport | p50 | p99 | max | ticks delivered | bridge CPU µs per delivered tick | bridge write(2) per delivered tick | load generator CPU µs per tick | bridge goroutines | bridge RSS | dropped |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for round := range c.fanoutRounds {
 		for j := range targets {
 			t := targets[(j+round)%len(targets)]
@@ -577,9 +577,9 @@ func (h *harness) scenarioFanoutH2(ctx context.Context) error {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
 			res[t.name] = append(res[t.name], f)
-			h.printf("| %d | %s | %v | %v | %v | %d | %.2f | %.2f | %d | %.0f MiB | %d |\n", round+1, t.name,
+			h.printf("| %d | %s | %v | %v | %v | %d | %.2f | %.3f | %.2f | %d | %.0f MiB | %d |\n", round+1, t.name,
 				f.res.Latency.P50.Round(10*time.Microsecond), f.res.Latency.P99.Round(10*time.Microsecond), f.res.Latency.Max.Round(10*time.Microsecond),
-				f.res.Messages, f.cpuPerMsg, f.genCPU, f.goroutines, mib(f.rss), f.res.Dropped)
+				f.res.Messages, f.cpuPerMsg, f.writes, f.genCPU, f.goroutines, mib(f.rss), f.res.Dropped)
 			if f.profile != "" {
 				defer h.printf("\nBridge CPU profile of the h2c fan-out (%s), top 25 by flat time:\n\n```\n%s```\n", f.profile, pprofTop(ctx, f.profile, 25))
 			}
@@ -595,9 +595,10 @@ func (h *harness) scenarioFanoutH2(ctx context.Context) error {
 	p50 := func(f *fanoutFigures) float64 { return float64(f.res.Latency.P50) / float64(time.Millisecond) }
 	p99 := func(f *fanoutFigures) float64 { return float64(f.res.Latency.P99) / float64(time.Millisecond) }
 	cpu := func(f *fanoutFigures) float64 { return f.cpuPerMsg }
-	h.printf("\n| median | p50 | p99 | bridge CPU µs per delivery |\n|---|---|---|---|\n")
+	writes := func(f *fanoutFigures) float64 { return f.writes }
+	h.printf("\n| median | p50 | p99 | bridge CPU µs per delivery | bridge write(2) per delivery |\n|---|---|---|---|---|\n")
 	for _, t := range targets {
-		h.printf("| %s | %.1f ms | %.1f ms | %.2f |\n", t.name, med(t.name, p50), med(t.name, p99), med(t.name, cpu))
+		h.printf("| %s | %.1f ms | %.1f ms | %.2f | %.3f |\n", t.name, med(t.name, p50), med(t.name, p99), med(t.name, cpu), med(t.name, writes))
 	}
 	h.printf("\n- h2c / HTTP/1.1: p50 **%.2fx**, p99 **%.2fx**, CPU per delivery **%.2fx**\n",
 		ratio(med("h2c", p50), med("HTTP/1.1", p50)), ratio(med("h2c", p99), med("HTTP/1.1", p99)), ratio(med("h2c", cpu), med("HTTP/1.1", cpu)))
@@ -614,6 +615,7 @@ type fanoutFigures struct {
 	secs       float64
 	cpuPerMsg  float64 // µs
 	genCPU     float64 // the load generator's µs per delivered tick
+	writes     float64 // the bridge's write system calls per delivered tick
 	profile    string  // CPU profile of the bridge, or ""
 	goroutines int
 	rss        int64
@@ -668,6 +670,10 @@ func (h *harness) measureFanout(ctx context.Context, br *bridgeProc, path string
 		return nil, err
 	}
 	_, gcpu0, _ := procStat(gen.pid())
+	w0, err := writeCalls(br.pid())
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	if err := gen.send("start"); err != nil {
 		return nil, err
@@ -701,6 +707,7 @@ func (h *harness) measureFanout(ctx context.Context, br *bridgeProc, path string
 	var cpu1 time.Duration
 	f.rss, cpu1, _ = procStat(br.pid())
 	_, gcpu1, _ := procStat(gen.pid())
+	w1, _ := writeCalls(br.pid())
 	line, err := gen.expect("result")
 	if err != nil {
 		return nil, err
@@ -715,6 +722,7 @@ func (h *harness) measureFanout(ctx context.Context, br *bridgeProc, path string
 	if f.res.Messages > 0 {
 		f.cpuPerMsg = float64((cpu1 - cpu0).Microseconds()) / float64(f.res.Messages)
 		f.genCPU = float64((gcpu1 - gcpu0).Microseconds()) / float64(f.res.Messages)
+		f.writes = float64(w1-w0) / float64(f.res.Messages)
 	}
 	return f, nil
 }

@@ -212,6 +212,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ls listeners) err
 	}
 	public := newServer(log, publicRoutes(tr.wrapHTTP(routes(h, cfg.Demo, cfg.OpenAPI)), ready, publicMetrics))
 	setPublicProtocols(public, cfg)
+	if err := configureHTTP2(public); err != nil {
+		return err
+	}
 	servers := []listening{{srv: public, lis: ls.public}}
 	if cfg.TLSCert != "" {
 		// Clients that forget TLS get a reason, not a closed connection (tlssniff.go).
@@ -223,6 +226,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, ls listeners) err
 		// closed connection.
 		grpcSrv := newServer(log, tr.wrapHTTP(h.GRPCHandler()))
 		grpcSrv.Protocols.SetUnencryptedHTTP2(true)
+		if err := configureHTTP2(grpcSrv); err != nil {
+			return err
+		}
 		servers = append(servers, listening{srv: grpcSrv, lis: ls.grpc})
 	}
 	if ls.admin != nil {
