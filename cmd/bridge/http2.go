@@ -40,7 +40,7 @@ func configureHTTP2(srv *http.Server) error {
 	}
 	// ConfigureServer's entries, with the connection coalescing.
 	srv.TLSNextProto[http2.NextProtoTLS] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
-		serveHTTP2(h2, hs, &coalescingTLSConn{coalescingConn{Conn: c}, c}, h, false)
+		serveHTTP2(h2, hs, &coalescingTLSConn{newCoalescingConn(c, c.NetConn()), c}, h, false)
 	}
 	// net/http hands over a cleartext HTTP/2 connection (its preface read)
 	// inside a tls.Conn that only carries it.
@@ -51,7 +51,8 @@ func configureHTTP2(srv *http.Server) error {
 			_ = c.Close()
 			return
 		}
-		serveHTTP2(h2, hs, &coalescingConn{Conn: carrier.UnencryptedNetConn()}, h, true)
+		nc := carrier.UnencryptedNetConn()
+		serveHTTP2(h2, hs, newCoalescingConn(nc, nc), h, true)
 	}
 	return nil
 }
@@ -89,16 +90,29 @@ var coalescingBufPool = sync.Pool{New: func() any { return new([]byte) }}
 // write and none is running, writes everything held in one write(2),
 // again while more is held, and exits when nothing is. Writes that arrive
 // while one is on the wire go out together in the next. A failed write
-// fails every write after it, and closes the connection, so that the
-// server's reader ends it too.
+// fails every write after it, and closes the socket, so that the server's
+// reader ends the connection too.
 type coalescingConn struct {
 	net.Conn
+	// raw is the socket under Conn: Conn itself in cleartext, the TLS
+	// connection's socket under TLS, closed as is after a failed write (a
+	// tls.Conn's Close would first try to send its close notice, for 5 s
+	// more, to a peer that does not read).
+	raw net.Conn
 
 	mu       sync.Mutex
 	room     sync.Cond // signalled when a write ends and when the flusher stops
 	held     []byte
 	flushing bool
+	closed   bool
 	err      error
+}
+
+// newCoalescingConn returns the coalescingConn of c, whose socket is raw.
+func newCoalescingConn(c, raw net.Conn) *coalescingConn {
+	cc := &coalescingConn{Conn: c, raw: raw}
+	cc.room.L = &cc.mu
+	return cc
 }
 
 // Write holds p for the flusher. It waits while a write is on the wire and
@@ -106,14 +120,14 @@ type coalescingConn struct {
 func (c *coalescingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.room.L == nil {
-		c.room.L = &c.mu
-	}
-	for c.err == nil && c.flushing && len(c.held) >= coalesceBytes {
+	for c.err == nil && !c.closed && c.flushing && len(c.held) >= coalesceBytes {
 		c.room.Wait()
 	}
-	if c.err != nil {
+	switch {
+	case c.err != nil:
 		return 0, c.err
+	case c.closed:
+		return 0, net.ErrClosed
 	}
 	if c.held == nil {
 		c.held = (*coalescingBufPool.Get().(*[]byte))[:0]
@@ -136,10 +150,12 @@ func (c *coalescingConn) flush() {
 		c.held = spare
 		c.mu.Unlock()
 		_, err := c.Conn.Write(b)
+		if err != nil {
+			_ = c.raw.Close()
+		}
 		c.mu.Lock()
 		if err != nil {
 			c.err = err
-			_ = c.Conn.Close()
 		}
 		spare = b[:0]
 		c.room.Broadcast()
@@ -157,11 +173,12 @@ func (c *coalescingConn) flush() {
 }
 
 // Close writes what is held, for at most coalesceCloseWait, and closes the
-// connection.
+// connection. Writes after it fail.
 func (c *coalescingConn) Close() error {
 	c.mu.Lock()
+	c.closed = true
 	if c.flushing {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(coalesceCloseWait))
+		_ = c.raw.SetWriteDeadline(time.Now().Add(coalesceCloseWait))
 		for c.flushing {
 			c.room.Wait()
 		}
@@ -173,7 +190,7 @@ func (c *coalescingConn) Close() error {
 // coalescingTLSConn is a coalescingConn over TLS: the server reads the
 // connection's TLS state (the client's ALPN, r.TLS) through it.
 type coalescingTLSConn struct {
-	coalescingConn
+	*coalescingConn
 	tls *tls.Conn
 }
 
