@@ -14,13 +14,13 @@ import (
 
 // The WebSocket session's writer. The receiver, on the HTTP handler
 // goroutine, is the only one that receives from the call (Header, RecvMsg,
-// Trailer); it queues each data frame (the headers, each message, the
-// status) in wsOut and goes back to RecvMsg at once. A writer goroutine,
-// started only when there is something to write and none is running,
-// writes everything queued in one write(2) through the batchConn, again
-// while more is queued, and exits when nothing is: messages that arrive
-// while a batch is on the wire go out together in the next one, and a
-// quiet session has no writer. Control frames may be written from any
+// Trailer). A response that came alone it writes itself, at once; one of
+// a burst it queues in wsOut and goes back to RecvMsg. A writer goroutine,
+// started only when there is something queued and none is running, writes
+// everything queued in one write(2) through the batchConn, again while
+// more is queued, and exits when nothing is: messages that arrive while a
+// batch is on the wire go out together in the next one, and a quiet
+// session has no writer. Control frames may be written from any
 // goroutine.
 
 // wsOutBytes bounds the data frames queued while a batch is on the wire:
@@ -122,9 +122,10 @@ func (s *wsSession) flushOut() {
 	for o.writing {
 		o.room.Wait()
 	}
-	o.writing = len(o.queue) > 0
+	left := len(o.queue) > 0
+	o.writing = left
 	o.mu.Unlock()
-	if o.writing {
+	if left {
 		s.writeLoop()
 	}
 }
