@@ -47,7 +47,9 @@ func configureHTTP2(srv *http.Server) error {
 	srv.TLSNextProto[nextProtoUnencryptedHTTP2] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
 		carrier, ok := c.NetConn().(interface{ UnencryptedNetConn() net.Conn })
 		if !ok {
-			hs.ErrorLog.Print("http2: unexpected TLS connection in the cleartext hand-off")
+			if hs.ErrorLog != nil {
+				hs.ErrorLog.Print("http2: unexpected TLS connection in the cleartext hand-off")
+			}
 			_ = c.Close()
 			return
 		}
