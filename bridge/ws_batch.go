@@ -90,7 +90,12 @@ func (c *batchConn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 		if len(p) > batchFlushBytes {
-			return c.Conn.Write(p) // under the deadline flushLocked set
+			// The batch's deadline: flushLocked sets it only when it
+			// had something to write.
+			if err := c.Conn.SetWriteDeadline(c.deadline); err != nil {
+				return 0, err
+			}
+			return c.Conn.Write(p)
 		}
 	}
 	c.buf = append(c.buf, p...)
