@@ -56,6 +56,7 @@ func main() {
 			"load-fanout":  loadFanout,
 			"rpc-echo":     rpcEcho,
 			"load-session": loadSession,
+			"relay":        tcpRelay,
 		}[os.Args[1]]
 		if sub != nil {
 			if err := sub(os.Args[2:]); err != nil {

@@ -128,14 +128,20 @@ func (h *harness) scenarioEcho(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	relay, err := h.startRelay(backend)
+	if err != nil {
+		return err
+	}
 	h.printf("EchoService/Echo with a 60-byte payload: %d sequential round trips per run (after 200 unmeasured), "+
-		"then %v pipelined with 64 in flight; %d interleaved runs per target.\n\n", c.rtts, c.pipeDur, c.rounds)
-	targets := []struct{ name, addr string }{{"direct", backend}, {"ws", br.addr}}
+		"then %v pipelined with 64 in flight; %d interleaved runs per target. "+
+		"`relay` is the direct gRPC client through `bench relay`, a process that only forwards bytes (io.Copy, which splices): "+
+		"what a third process on the path costs here before it does any work.\n\n", c.rtts, c.pipeDur, c.rounds)
+	targets := []struct{ name, target, addr string }{{"direct", "direct", backend}, {"relay", "direct", relay}, {"ws", "ws", br.addr}}
 	res := make(map[string][]wsResult)
 	for range c.rounds {
 		for _, t := range targets {
 			var r wsResult
-			if err := h.bins.runLoad(ctx, &r, "load-ws", "-target", t.name, "-addr", t.addr,
+			if err := h.bins.runLoad(ctx, &r, "load-ws", "-target", t.target, "-addr", t.addr,
 				"-n", strconv.Itoa(c.rtts), "-pipeline", c.pipeDur.String()); err != nil {
 				return err
 			}
@@ -160,11 +166,16 @@ func (h *harness) scenarioEcho(ctx context.Context) error {
 			median(pick(t.name, func(r wsResult) float64 { return r.RTTPerSec })),
 			median(pick(t.name, func(r wsResult) float64 { return r.Pipelined })))
 	}
-	dp50, wp50 := median(pick("direct", p50)), median(pick("ws", p50))
+	dp50, rp50, wp50 := median(pick("direct", p50)), median(pick("relay", p50)), median(pick("ws", p50))
+	pipe := func(name string) float64 {
+		return median(pick(name, func(r wsResult) float64 { return r.Pipelined }))
+	}
 	h.printf("\n- WebSocket p50 overhead over direct: **%.0f µs** (target <= 60 µs); p99 overhead %.0f µs\n",
 		wp50-dp50, median(pick("ws", p99))-median(pick("direct", p99)))
-	h.printf("- pipelined throughput, WebSocket / direct: **%.2fx**\n",
-		ratio(median(pick("ws", func(r wsResult) float64 { return r.Pipelined })), median(pick("direct", func(r wsResult) float64 { return r.Pipelined }))))
+	h.printf("- p50 / direct: WebSocket **%.2fx** (target <= 1.5x), relay %.2fx; WebSocket / relay %.2fx\n",
+		ratio(wp50, dp50), ratio(rp50, dp50), ratio(wp50, rp50))
+	h.printf("- pipelined throughput / direct: WebSocket **%.2fx** (target >= 0.6x), relay %.2fx; WebSocket / relay %.2fx\n",
+		ratio(pipe("ws"), pipe("direct")), ratio(pipe("relay"), pipe("direct")), ratio(pipe("ws"), pipe("relay")))
 	return nil
 }
 
