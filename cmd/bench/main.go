@@ -57,6 +57,7 @@ func main() {
 			"rpc-echo":     rpcEcho,
 			"load-session": loadSession,
 			"relay":        tcpRelay,
+			"sse-floor":    sseFloor,
 		}[os.Args[1]]
 		if sub != nil {
 			if err := sub(os.Args[2:]); err != nil {

@@ -280,8 +280,12 @@ func (h *harness) peerEcho(ctx context.Context) ([]peerRatio, error) {
 type idleFigures struct {
 	g0, g1     int
 	rss0, rss1 int64
+	mem0, mem1 map[string]float64 // memStats before and with the streams
 	openSecs   string
 }
+
+// memStats are the runtime's figures scenario 3 reads from /metrics.
+var memStats = []string{"go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes"}
 
 // measureIdle holds c.idle idle streams of path open on srv and reads its
 // goroutines and RSS before and with them; warm opens one stream first.
@@ -299,6 +303,9 @@ func (h *harness) measureIdle(srv *bridgeProc, path string, genArgs []string, wa
 	if f.rss0, _, err = procStat(srv.pid()); err != nil {
 		return nil, err
 	}
+	if f.mem0, err = scrape(srv.url(), memStats...); err != nil {
+		return nil, err
+	}
 	gen, err := h.bins.startSession(append([]string{"load-idle", "-addr", srv.addr, "-path", path, "-n", strconv.Itoa(c.idle)}, genArgs...)...)
 	if err != nil {
 		return nil, err
@@ -312,6 +319,9 @@ func (h *harness) measureIdle(srv *bridgeProc, path string, genArgs []string, wa
 		return nil, err
 	}
 	if f.rss1, _, err = procStat(srv.pid()); err != nil {
+		return nil, err
+	}
+	if f.mem1, err = scrape(srv.url(), memStats...); err != nil {
 		return nil, err
 	}
 	return f, nil

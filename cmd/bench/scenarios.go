@@ -378,6 +378,13 @@ func (h *harness) scenarioIdle(ctx context.Context, id string) error {
 			pprofTop(ctx, heapFile, 20, "-sample_index=inuse_space"))
 		h.printf("\nBridge goroutines at %d streams, by where they wait (%s):\n\n```\n%s```\n", c.idle, goroutineFile, topGoroutines(goroutineFile, 10))
 	}
+	if id == "3" || id == "3h2" {
+		h.stopAll()
+		bf := &idleFigures{g0: g0, g1: g1, rss0: rss0, rss1: rss1, mem0: mem0, mem1: mem1, openSecs: openSecs}
+		if err := h.idleFloor(v, path, bf); err != nil {
+			return fmt.Errorf("the floor: %w", err)
+		}
+	}
 	if id == "3" && c.burst > 0 {
 		h.stopAll()
 		return h.burst(ctx)
