@@ -108,7 +108,7 @@ PEERS_BIN := $(CURDIR)/.tmp/peers/bin
 CENTRIFUGO_VERSION := v6.9.1
 
 .PHONY: bench-peers
-bench-peers: ## Benchmark the bridge against Centrifugo and a connectrpc vanguard proxy, side by side (builds them first; about 4 minutes; docs/benchmarks.md)
+bench-peers: ## Benchmark the bridge against Centrifugo and a connectrpc vanguard proxy, side by side (builds them first; about 6 minutes; docs/benchmarks.md)
 	@mkdir -p .tmp/bench $(PEERS_BIN)
 	@if [ ! -x $(PEERS_BIN)/centrifugo-$(CENTRIFUGO_VERSION) ]; then \
 		echo "building Centrifugo $(CENTRIFUGO_VERSION) (go install; a few minutes the first time)"; \
@@ -118,7 +118,7 @@ bench-peers: ## Benchmark the bridge against Centrifugo and a connectrpc vanguar
 	fi
 	cd cmd/bench/peers/vanguard && go build -o $(PEERS_BIN)/vanguard .
 	go build -o .tmp/bin/bench ./cmd/bench
-	.tmp/bin/bench -scenarios peers -profile '' -vanguard $(PEERS_BIN)/vanguard \
+	.tmp/bin/bench -scenarios peers -profile '' -fanout-rounds 3 -vanguard $(PEERS_BIN)/vanguard \
 		$$([ -x $(PEERS_BIN)/centrifugo-$(CENTRIFUGO_VERSION) ] && echo -centrifugo $(PEERS_BIN)/centrifugo-$(CENTRIFUGO_VERSION)) \
 		| tee .tmp/bench/peers.md
 

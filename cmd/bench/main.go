@@ -111,7 +111,7 @@ func harnessMain(args []string) error {
 	fs.DurationVar(&c.fanoutDur, "fanout-dur", 10*time.Second, "measured time of scenario 4")
 	fs.BoolVar(&c.unshared, "unshared", true, "scenario 4: also measure the same load without sharing, for comparison")
 	fs.IntVar(&c.h2Conns, "h2-conns", 100, "scenarios 3h2 and 4h2: h2c connections the streams are spread over")
-	fs.IntVar(&c.fanoutRounds, "fanout-rounds", 2, "scenario 4h2: interleaved rounds per transport")
+	fs.IntVar(&c.fanoutRounds, "fanout-rounds", 2, "scenarios 4h2 and peers: interleaved fan-out rounds per transport or server")
 	fs.DurationVar(&c.burst, "burst", 3*time.Second, "scenario 3: then a burst of -idle streams that all close this long after the first began to open; 0: none")
 	fs.IntVar(&c.burstRounds, "burst-rounds", 1, "scenario 3: burst rounds per bridge binary")
 	fs.StringVar(&c.centrifugo, "centrifugo", "", "scenario peers: the Centrifugo `binary` (make bench-peers builds v6.9.1)")

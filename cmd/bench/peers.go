@@ -405,51 +405,81 @@ func (h *harness) peerFanout(ctx context.Context) ([]peerRatio, error) {
 	h.printf("%d SSE subscribers, each its own HTTP/1.1 connection, one message a %v to all. Bridge: scenario 4 with `shared: true` "+
 		"(the demo ticker stamps each tick's `time`). Centrifugo: uni_sse subscribers of one channel; the harness publishes "+
 		"`{\"time\": <now>}` to it with the HTTP API (`POST /api/publish`) every %v. Latency: receive time minus `time`. "+
-		"CPU: the server's utime+stime over %v divided by the deliveries. One server at a time.\n\n", c.subscribers, c.tick, c.tick, c.fanoutDur)
+		"CPU: the server's utime+stime over %v divided by the deliveries. One server at a time, a fresh one every run; %d interleaved rounds, the first server alternating.\n\n", c.subscribers, c.tick, c.tick, c.fanoutDur, c.fanoutRounds)
 	conf, err := h.sharedConfig()
 	if err != nil {
 		return nil, err
 	}
-	h.progress("peers fan-out: bridge")
-	path := fmt.Sprintf("/demo.v1.TickerService/Watch?symbol=FAN&interval_ms=%d", c.tick.Milliseconds())
-	bf, err := h.fanoutOver(ctx, path, false, nil, "-config", conf)
-	if err != nil {
-		return nil, fmt.Errorf("bridge: %w", err)
+	bridgeRun := func() (*fanoutFigures, error) {
+		path := fmt.Sprintf("/demo.v1.TickerService/Watch?symbol=FAN&interval_ms=%d", c.tick.Milliseconds())
+		f, err := h.fanoutOver(ctx, path, false, nil, "-config", conf)
+		h.stopAll()
+		if err != nil {
+			return nil, fmt.Errorf("bridge: %w", err)
+		}
+		return f, nil
 	}
-	h.stopAll()
-	cf, _, err := h.startCentrifugo("centrifugo-fanout")
-	if err != nil {
-		return nil, err
+	centrifugoRun := func() (*fanoutFigures, error) {
+		defer h.stopAll()
+		cf, _, err := h.startCentrifugo("centrifugo-fanout")
+		if err != nil {
+			return nil, err
+		}
+		pubCtx, stopPub := context.WithCancel(ctx)
+		pubDone := make(chan error, 1)
+		go func() { pubDone <- publishTicks(pubCtx, cf.addr, "fan", c.tick) }()
+		f, err := h.measureFanout(ctx, cf, centrifugoSubscribe("fan"), false, []string{"-plain"})
+		stopPub()
+		if perr := <-pubDone; err == nil && perr != nil {
+			err = perr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("centrifugo: %w", err)
+		}
+		return f, nil
 	}
-	pubCtx, stopPub := context.WithCancel(ctx)
-	pubDone := make(chan error, 1)
-	go func() { pubDone <- publishTicks(pubCtx, cf.addr, "fan", c.tick) }()
-	h.progress("peers fan-out: Centrifugo")
-	cff, err := h.measureFanout(ctx, cf, centrifugoSubscribe("fan"), false, []string{"-plain"})
-	stopPub()
-	if perr := <-pubDone; err == nil && perr != nil {
-		err = perr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("centrifugo: %w", err)
-	}
-	h.printf("| server | p50 | p99 | max | deliveries | server CPU µs per delivery | load generator CPU µs per delivery | server goroutines | server RSS | dropped |\n|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, row := range []struct {
+	servers := []struct {
 		name string
-		f    *fanoutFigures
-	}{{"bridge `shared: true`", bf}, {"Centrifugo uni_sse", cff}} {
-		f := row.f
-		h.printf("| %s | %v | %v | %v | %d | %.2f | %.2f | %d | %.0f MiB | %d |\n", row.name,
-			f.res.Latency.P50.Round(10*time.Microsecond), f.res.Latency.P99.Round(10*time.Microsecond), f.res.Latency.Max.Round(10*time.Microsecond),
-			f.res.Messages, f.cpuPerMsg, f.genCPU, f.goroutines, mib(f.rss), f.res.Dropped)
+		run  func() (*fanoutFigures, error)
+	}{{"bridge `shared: true`", bridgeRun}, {"Centrifugo uni_sse", centrifugoRun}}
+	runs := make(map[string][]*fanoutFigures)
+	h.printf("| round | server | p50 | p99 | max | deliveries | server CPU µs per delivery | load generator CPU µs per delivery | server goroutines | server RSS | dropped |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for round := range c.fanoutRounds {
+		for i := range servers {
+			s := servers[(i+round)%len(servers)] // bridge first in odd rounds, Centrifugo in even ones
+			h.progress("peers fan-out: round %d, %s", round+1, s.name)
+			f, err := s.run()
+			if err != nil {
+				return nil, err
+			}
+			runs[s.name] = append(runs[s.name], f)
+			h.printf("| %d | %s | %v | %v | %v | %d | %.2f | %.2f | %d | %.0f MiB | %d |\n", round+1, s.name,
+				f.res.Latency.P50.Round(10*time.Microsecond), f.res.Latency.P99.Round(10*time.Microsecond), f.res.Latency.Max.Round(10*time.Microsecond),
+				f.res.Messages, f.cpuPerMsg, f.genCPU, f.goroutines, mib(f.rss), f.res.Dropped)
+		}
 	}
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	h.printf("\n- bridge / Centrifugo: p99 **%.2fx**, CPU per delivery **%.2fx**\n",
-		ratio(ms(bf.res.Latency.P99), ms(cff.res.Latency.P99)), ratio(bf.cpuPerMsg, cff.cpuPerMsg))
+	med := func(name string, x func(*fanoutFigures) float64) float64 {
+		var xs []float64
+		for _, f := range runs[name] {
+			xs = append(xs, x(f))
+		}
+		return median(xs)
+	}
+	p50 := func(f *fanoutFigures) float64 { return ms(f.res.Latency.P50) }
+	p99 := func(f *fanoutFigures) float64 { return ms(f.res.Latency.P99) }
+	cpu := func(f *fanoutFigures) float64 { return f.cpuPerMsg }
+	b, p := servers[0].name, servers[1].name
+	h.printf("\n| median of %d rounds | p50 ms | p99 ms | server CPU µs per delivery |\n|---|---|---|---|\n", c.fanoutRounds)
+	for _, name := range []string{b, p} {
+		h.printf("| %s | %.1f | %.1f | %.2f |\n", name, med(name, p50), med(name, p99), med(name, cpu))
+	}
+	h.printf("\n- bridge / Centrifugo, medians: p99 **%.2fx**, CPU per delivery **%.2fx**\n",
+		ratio(med(b, p99), med(p, p99)), ratio(med(b, cpu), med(p, cpu)))
 	return []peerRatio{
-		{what: "fan-out p50 vs Centrifugo", bridge: ms(bf.res.Latency.P50), peer: ms(cff.res.Latency.P50), unit: "ms"},
-		{what: "fan-out p99 vs Centrifugo", bridge: ms(bf.res.Latency.P99), peer: ms(cff.res.Latency.P99), unit: "ms"},
-		{what: "fan-out CPU per delivery vs Centrifugo", bridge: bf.cpuPerMsg, peer: cff.cpuPerMsg, unit: "µs"},
+		{what: "fan-out p50 vs Centrifugo", bridge: med(b, p50), peer: med(p, p50), unit: "ms"},
+		{what: "fan-out p99 vs Centrifugo", bridge: med(b, p99), peer: med(p, p99), unit: "ms"},
+		{what: "fan-out CPU per delivery vs Centrifugo", bridge: med(b, cpu), peer: med(p, cpu), unit: "µs"},
 	}, nil
 }
 

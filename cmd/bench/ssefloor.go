@@ -41,7 +41,16 @@ func sseFloor(args []string) error {
 		return err
 	}
 	defer conn.Close()
-	ticker := demov1.NewTickerServiceClient(conn)
+	mux := sseFloorMux(demov1.NewTickerServiceClient(conn))
+	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	return srv.ListenAndServe()
+}
+
+// sseFloorMux is sse-floor's handler: /metrics, /healthz and the event
+// stream of ticker's Watch.
+func sseFloorMux(ticker demov1.TickerServiceClient) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
@@ -75,10 +84,7 @@ func sseFloor(args []string) error {
 			}
 		}
 	})
-	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	return srv.ListenAndServe()
+	return mux
 }
 
 // startSSEFloor starts `bench sse-floor` in front of backend, with the
