@@ -34,17 +34,30 @@ import (
 const sseBatchBytes = 32 << 10
 
 // sseBufPool lends the pending-bytes buffers to streams only while they
-// have something to write, so that an idle stream holds none.
-var sseBufPool = sync.Pool{New: func() any { return new([]byte) }}
+// have something to write, so that an idle stream holds none. A pool holds
+// pointers (a slice put in an interface is an allocation of its own), and
+// the pointers travel back in sseBufHolders while their buffers are out,
+// so that neither a get nor a put allocates.
+var (
+	sseBufPool    = sync.Pool{New: func() any { return new([]byte) }}
+	sseBufHolders = sync.Pool{New: func() any { return new([]byte) }}
+)
 
-func getSSEBuf() []byte { return (*sseBufPool.Get().(*[]byte))[:0] }
+func getSSEBuf() []byte {
+	p := sseBufPool.Get().(*[]byte)
+	b := (*p)[:0]
+	*p = nil
+	sseBufHolders.Put(p)
+	return b
+}
 
 func putSSEBuf(b []byte) {
 	if cap(b) == 0 || cap(b) > 2*sseBatchBytes {
 		return // one huge event must not stay pooled
 	}
-	b = b[:0]
-	sseBufPool.Put(&b)
+	p := sseBufHolders.Get().(*[]byte)
+	*p = b[:0]
+	sseBufPool.Put(p)
 }
 
 // Why a stream was cut short from outside the call: the causes of its

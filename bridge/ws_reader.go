@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/gorilla/websocket"
 	"google.golang.org/grpc"
@@ -42,7 +43,7 @@ func (s *wsSession) read() {
 		// which the connection would send its own close frame without the
 		// status frame before it. The rest of a message over the limit is
 		// discarded by the next NextReader.
-		data, err := io.ReadAll(io.LimitReader(rd, s.h.cfg.readMaxBytes+1))
+		data, err := s.readMessage(rd)
 		if err != nil {
 			continue // NextReader returns the error again
 		}
@@ -68,6 +69,42 @@ func (s *wsSession) read() {
 			s.end(violation(verr))
 		}
 	}
+}
+
+// wsReadKeep is the largest read buffer a session keeps between messages:
+// one large message does not stay allocated for the session's life.
+const wsReadKeep = 64 << 10
+
+// readMessage reads the rest of a message, up to one byte over the limit,
+// into the session's read buffer: the bytes are valid until the next call.
+// The buffer is reused, so that reading a message allocates nothing; what
+// goes to the backend is copied out of it (onMessage).
+func (s *wsSession) readMessage(rd io.Reader) ([]byte, error) {
+	limit := s.h.cfg.readMaxBytes + 1
+	buf := s.readBuf[:0]
+	for int64(len(buf)) < limit {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, int(min(limit-int64(len(buf)), int64(max(512, cap(buf))))))
+		}
+		room := buf[len(buf):cap(buf)]
+		if left := limit - int64(len(buf)); int64(len(room)) > left {
+			room = room[:left]
+		}
+		n, err := rd.Read(room)
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if cap(buf) <= wsReadKeep {
+		s.readBuf = buf[:0]
+	} else {
+		s.readBuf = nil
+	}
+	return buf, nil
 }
 
 // peerGone is the ending when the socket fails or the peer closes it, or
@@ -105,8 +142,11 @@ func (s *wsSession) onMessage(data []byte) error {
 	if s.stream == nil && !s.open() {
 		return nil
 	}
-	// data is this frame's own buffer (io.ReadAll), so grpc-go may keep it.
-	if !s.send(&rawFrame{data: mem.BufferSlice{mem.SliceBuffer(data)}}) {
+	// data is the session's read buffer: the frame goes to grpc-go, which
+	// keeps it until written, as a copy of its own, pooled when large
+	// enough (grpc-go frees it once written).
+	s.sendFrame.data = mem.BufferSlice{mem.Copy(data, mem.DefaultBufferPool())}
+	if !s.send(&s.sendFrame) {
 		return nil
 	}
 	s.obs.MessageReceived(len(data))
@@ -184,6 +224,7 @@ func (s *wsSession) send(msg *rawFrame) bool {
 	s.sending.Store(true)
 	err := s.stream.SendMsg(msg)
 	s.doneSending()
+	msg.free() // what SendMsg did not take, when it failed before encoding
 	switch {
 	case err == nil:
 		return true

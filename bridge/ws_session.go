@@ -183,11 +183,15 @@ type wsSession struct {
 	halfClosed bool // CloseSend was called
 	callOver   bool // SendMsg reported that the call has ended
 
+	readBuf   []byte   // the message being read (readMessage), reused
+	sendFrame rawFrame // the request on its way into SendMsg, reused: grpc-go takes its buffers
+
 	obs StreamObserver // MessageReceived from the reader, MessageSent from the receiver
 
 	// Receiver side.
-	out  wsOut // the data frames on their way to the writer
-	sent int   // response messages written, by the writer
+	out       wsOut    // the data frames on their way to the writer
+	sent      int      // response messages written, by the writer
+	recvFrame rawFrame // RecvMsg's target, reused: its buffers move to the queued frame
 
 	// The ping timer's, whose callbacks run one at a time.
 	pinger       *time.Timer

@@ -26,8 +26,17 @@ import (
 // wsOutBytes bounds the data frames queued while a batch is on the wire:
 // the receiver waits for the writer beyond it, which is how a slow browser
 // slows the call (and, through gRPC flow control, the backend). One
-// message larger than this is still taken whole.
+// message larger than this is still taken whole. Each frame counts
+// wsFrameCost more than its bytes, so that a backend streaming empty
+// messages to a browser that does not read fills the queue too.
 const wsOutBytes = 32 << 10
+
+// wsFrameCost is what a queued frame counts beyond its bytes: about its
+// entry in the queue and its frame header.
+const wsFrameCost = 64
+
+// wsKeepQueued is the capacity of a queue slice a quiet session keeps.
+const wsKeepQueued = 64
 
 // wsBurstGap tells a response that came alone from one of a burst: one
 // that kept the receiver waiting at least this long is written at once by
@@ -53,8 +62,9 @@ type wsOut struct {
 	mu      sync.Mutex
 	room    sync.Cond // signalled when a batch is written and when the writer stops
 	queue   []wsQueued
-	bytes   int  // of the data in queue
-	writing bool // a writer is running
+	spare   []wsQueued // the writer's last batch, emptied: the next queue
+	bytes   int        // of the frames in queue, wsFrameCost each beyond their data
+	writing bool       // a writer is running
 }
 
 // receive relays the call's headers and messages to the socket, on the
@@ -71,14 +81,14 @@ func (s *wsSession) receive(stream grpc.ClientStream) {
 	}
 	for !s.isEnded() {
 		// Each response goes out as the bytes the backend sent.
-		q := wsQueued{typ: websocket.BinaryMessage, response: true}
 		waitFrom := time.Now()
-		data, st := s.m.recvWire(stream, &q.msg)
+		data, st := s.m.recvWire(stream, &s.recvFrame)
 		if st != nil {
 			s.end(callEnd(st, stream.Trailer()))
 			return
 		}
-		q.data = data
+		q := wsQueued{typ: websocket.BinaryMessage, data: data, msg: s.recvFrame, response: true}
+		s.recvFrame = rawFrame{}
 		s.queue(q, time.Since(waitFrom) >= wsBurstGap)
 	}
 }
@@ -101,7 +111,7 @@ func (s *wsSession) queue(q wsQueued, inline bool) {
 	}
 	inline = inline && !o.writing && len(o.queue) == 0
 	o.queue = append(o.queue, q)
-	o.bytes += len(q.data)
+	o.bytes += wsFrameCost + len(q.data)
 	start := !o.writing
 	o.writing = true
 	o.mu.Unlock()
@@ -135,16 +145,23 @@ func (s *wsSession) flushOut() {
 func (s *wsSession) writeLoop() {
 	o := &s.out
 	o.mu.Lock()
-	var spare []wsQueued
 	for len(o.queue) > 0 {
 		batch := o.queue
-		o.queue, o.bytes = spare, 0
+		o.queue, o.spare, o.bytes = o.spare, nil, 0
 		o.mu.Unlock()
 		s.writeBatch(batch)
 		clear(batch)
-		spare = batch[:0]
 		o.mu.Lock()
+		o.spare = batch[:0]
 		o.room.Broadcast() // room for the receiver
+	}
+	// The two slices alternate, so a steady stream allocates none; those a
+	// burst grew do not stay with a session that may now be quiet.
+	if cap(o.queue) > wsKeepQueued {
+		o.queue = nil
+	}
+	if cap(o.spare) > wsKeepQueued {
+		o.spare = nil
 	}
 	o.writing = false
 	o.room.Broadcast() // for flushOut, which waits for the writer to stop
