@@ -32,7 +32,7 @@ func appendEvent(dst []byte, id, event string, data []byte) []byte {
 	dst = append(dst, event...)
 	dst = append(dst, '\n')
 	for {
-		i := bytes.IndexAny(data, "\r\n")
+		i := lineBreak(data)
 		if i < 0 {
 			break
 		}
@@ -47,6 +47,22 @@ func appendEvent(dst []byte, id, event string, data []byte) []byte {
 	dst = append(dst, "data: "...)
 	dst = append(dst, data...)
 	return append(dst, '\n', '\n')
+}
+
+// lineBreak is the index of the first CR or LF in data, or -1. Two
+// IndexByte scans (vectorised) rather than bytes.IndexAny, which tests
+// each byte against a set: this runs on every event, and JSON has no
+// line break.
+func lineBreak(data []byte) int {
+	lf := bytes.IndexByte(data, '\n')
+	before := data
+	if lf >= 0 {
+		before = data[:lf]
+	}
+	if cr := bytes.IndexByte(before, '\r'); cr >= 0 {
+		return cr
+	}
+	return lf
 }
 
 // appendRetry appends a retry field: the reconnection time, in

@@ -226,3 +226,25 @@ func FuzzAppendEvent(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkAppendEvent: one event of scenario 1's ~100-byte JSON, which
+// has no line break (the common case), into a reused buffer.
+func BenchmarkAppendEvent(b *testing.B) {
+	data := []byte(`{"payload":"` + strings.Repeat("QUJD", 20) + `","seq":"123456"}`)
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = appendEvent(buf[:0], "123456", sseEventMessage, data)
+	}
+}
+
+// lineBreak finds the first CR or LF, whichever comes first, as
+// bytes.IndexAny does.
+func TestLineBreak(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{"", "abc", "\n", "\r", "a\r\nb", "a\n\rb", "ab\rc\nd", "ab\nc\rd", "é\u2028x", strings.Repeat("x", 100) + "\r"} {
+		if got, want := lineBreak([]byte(in)), bytes.IndexAny([]byte(in), "\r\n"); got != want {
+			t.Errorf("lineBreak(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
