@@ -34,20 +34,28 @@ func (h *harness) scenarioStream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	gwProc := h.procs[len(h.procs)-1]
+	relay, err := h.startRelay(backend)
+	if err != nil {
+		return err
+	}
 	targets := []struct {
-		name, addr string
-		server     *proc // whose CPU is charged to the messages; nil for direct
+		name, load, addr string // load: load-stream's -target
+		server           *proc  // whose CPU is charged to the messages; nil for direct
 	}{
-		{"direct", backend, nil},
-		{"sse", br.addr, br.proc},
-		{"gateway", gw, h.procs[len(h.procs)-1]},
+		{"direct", "direct", backend, nil},
+		{"relay", "direct", relay, h.procs[len(h.procs)-1]},
+		{"sse", "sse", br.addr, br.proc},
+		{"gateway", "gateway", gw, gwProc},
 	}
 	h.printf("EchoService/Stream {size: 60, interval_ms: 0}: JSON `{\"payload\":\"<80 base64>\",\"seq\":\"N\"}` is ~100 bytes; "+
-		"%d interleaved runs of %v each (after a 300 ms warm-up) per target; one client process per run.\n\n", c.rounds, c.streamDur)
+		"%d interleaved runs of %v each (after a 300 ms warm-up) per target; one client process per run. "+
+		"`relay` is direct gRPC through `bench relay`, a process that only forwards bytes: "+
+		"what a third process on the path costs before it does any work.\n\n", c.rounds, c.streamDur)
 	dur := c.streamDur.String()
 	for _, t := range targets { // warm-up: connections, JIT-free but caches and pools
 		var r streamResult
-		if err := h.bins.runLoad(ctx, &r, "load-stream", "-target", t.name, "-addr", t.addr, "-dur", "500ms"); err != nil {
+		if err := h.bins.runLoad(ctx, &r, "load-stream", "-target", t.load, "-addr", t.addr, "-dur", "500ms"); err != nil {
 			return err
 		}
 	}
@@ -61,7 +69,7 @@ func (h *harness) scenarioStream(ctx context.Context) error {
 				_, cpu0, _ = procStat(t.server.pid())
 			}
 			var r streamResult
-			if err := h.bins.runLoad(ctx, &r, "load-stream", "-target", t.name, "-addr", t.addr, "-dur", dur); err != nil {
+			if err := h.bins.runLoad(ctx, &r, "load-stream", "-target", t.load, "-addr", t.addr, "-dur", dur); err != nil {
 				return err
 			}
 			rates[t.name] = append(rates[t.name], r.PerSec)
@@ -81,8 +89,8 @@ func (h *harness) scenarioStream(ctx context.Context) error {
 		}
 		h.printf("| %s | %s | %.0f | %s |\n", t.name, joinf(rates[t.name], "%.0f"), median(rates[t.name]), cpu)
 	}
-	d, s, g := median(rates["direct"]), median(rates["sse"]), median(rates["gateway"])
-	h.printf("\n- bridge SSE / direct gRPC: **%.2fx** (target >= 0.6x)\n", ratio(s, d))
+	d, rl, s, g := median(rates["direct"]), median(rates["relay"]), median(rates["sse"]), median(rates["gateway"])
+	h.printf("\n- bridge SSE / direct gRPC: **%.2fx** (target >= 0.6x); relay / direct %.2fx; bridge SSE / relay %.2fx\n", ratio(s, d), ratio(rl, d), ratio(s, rl))
 	h.printf("- bridge SSE / grpc-gateway NDJSON: **%.2fx** (target >= 6x)\n", ratio(s, g))
 
 	if c.profileDir == "" {
