@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 
 	"github.com/gorilla/websocket"
@@ -80,7 +81,7 @@ const wsReadKeep = 64 << 10
 // The buffer is reused, so that reading a message allocates nothing; what
 // goes to the backend is copied out of it (onMessage).
 func (s *wsSession) readMessage(rd io.Reader) ([]byte, error) {
-	limit := s.h.cfg.readMaxBytes + 1
+	limit := min(s.h.cfg.readMaxBytes, math.MaxInt64-1) + 1
 	buf := s.readBuf[:0]
 	for int64(len(buf)) < limit {
 		if len(buf) == cap(buf) {

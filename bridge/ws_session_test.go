@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -111,5 +112,10 @@ func TestReadMessage(t *testing.T) {
 	}
 	if _, err := s.readMessage(iotest.ErrReader(io.ErrUnexpectedEOF)); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("a failing reader: %v, want its error", err)
+	}
+	// A library user's limit of MaxInt64 is no limit, not an overflow.
+	unlimited := &wsSession{h: &Handler{cfg: &config{readMaxBytes: math.MaxInt64}}}
+	if got, err := unlimited.readMessage(bytes.NewReader([]byte("abc"))); err != nil || string(got) != "abc" {
+		t.Errorf("with a limit of MaxInt64: %q, %v; want \"abc\"", got, err)
 	}
 }
