@@ -342,14 +342,24 @@ func (h *harness) startBridgeBin(name, bin, backend string, profile bool, extra 
 
 // startGateway starts grpc-gateway's proxy in front of backend.
 func (h *harness) startGateway(backend string) (string, error) {
+	addr, p, err := h.startSelf("gateway", nil, "-backend", backend)
+	if err != nil {
+		return "", err
+	}
+	return addr, p.waitReady(30*time.Second, tcpReady(addr))
+}
+
+// startSelf starts this program's subcommand sub on a free loopback
+// address (its -addr), with args after it and env added to its
+// environment, and returns the address.
+func (h *harness) startSelf(sub string, env []string, args ...string) (string, *proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	p, err := startProc(h.work, "gateway", h.bins.self, []string{"gateway", "-addr", addr, "-backend", backend}, nil)
+	p, err := startProc(h.work, sub, h.bins.self, append([]string{sub, "-addr", addr}, args...), env)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	h.track(p)
-	return addr, p.waitReady(30*time.Second, tcpReady(addr))
+	return addr, h.track(p), nil
 }

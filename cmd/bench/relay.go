@@ -63,14 +63,9 @@ func relayConn(in net.Conn, addr string) {
 // startRelay starts `bench relay` in front of backend and returns its
 // address.
 func (h *harness) startRelay(backend string) (string, error) {
-	addr, err := freeAddr()
+	addr, p, err := h.startSelf("relay", nil, "-to", backend)
 	if err != nil {
 		return "", err
 	}
-	p, err := startProc(h.work, "relay", h.bins.self, []string{"relay", "-addr", addr, "-to", backend}, nil)
-	if err != nil {
-		return "", err
-	}
-	h.track(p)
 	return addr, p.waitReady(30*time.Second, tcpReady(addr))
 }

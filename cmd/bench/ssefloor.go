@@ -90,15 +90,11 @@ func sseFloorMux(ticker demov1.TickerServiceClient) *http.ServeMux {
 // startSSEFloor starts `bench sse-floor` in front of backend, with the
 // bridge's runtime setting.
 func (h *harness) startSSEFloor(backend string) (*bridgeProc, error) {
-	addr, err := freeAddr()
+	addr, p, err := h.startSelf("sse-floor", []string{bridgeGODEBUG}, "-backend", backend)
 	if err != nil {
 		return nil, err
 	}
-	p, err := startProc(h.work, "sse-floor", h.bins.self, []string{"sse-floor", "-addr", addr, "-backend", backend}, []string{bridgeGODEBUG})
-	if err != nil {
-		return nil, err
-	}
-	b := &bridgeProc{proc: h.track(p), addr: addr}
+	b := &bridgeProc{proc: p, addr: addr}
 	return b, p.waitReady(30*time.Second, httpReady(b.url()+"/healthz"))
 }
 
