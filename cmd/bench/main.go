@@ -340,13 +340,14 @@ func (h *harness) startBridgeBin(name, bin, backend string, profile bool, extra 
 	return b, p.waitReady(30*time.Second, httpReady(b.url()+"/healthz"))
 }
 
-// startGateway starts grpc-gateway's proxy in front of backend.
-func (h *harness) startGateway(backend string) (string, error) {
+// startGateway starts grpc-gateway's proxy in front of backend and
+// returns its address and process.
+func (h *harness) startGateway(backend string) (string, *proc, error) {
 	addr, p, err := h.startSelf("gateway", nil, "-backend", backend)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return addr, p.waitReady(30*time.Second, tcpReady(addr))
+	return addr, p, p.waitReady(30*time.Second, tcpReady(addr))
 }
 
 // startSelf starts this program's subcommand sub on a free loopback

@@ -11,7 +11,7 @@ import (
 
 // tcpRelay is `bench relay`: a process that forwards every TCP connection
 // it accepts to one address, byte for byte in both directions, and does
-// nothing else. Scenario 2 runs direct gRPC through it to measure what any
+// nothing else. Scenarios 1 and 2 run direct gRPC through it to measure what any
 // third process on the path costs on this machine (its wake-ups, system
 // calls and loopback hops), with no protocol work at all: between two
 // *net.TCPConn, io.Copy splices, so not even a copy in user space. Whatever
@@ -39,8 +39,8 @@ func tcpRelay(args []string) error {
 	}
 }
 
-// relayConn pipes in to a new connection to addr until either side ends,
-// then closes both.
+// relayConn pipes in to a new connection to addr, each direction until
+// its sender closes (passing the half-close on), then closes both.
 func relayConn(in net.Conn, addr string) {
 	defer in.Close()
 	out, err := net.Dial("tcp", addr)
@@ -61,11 +61,11 @@ func relayConn(in net.Conn, addr string) {
 }
 
 // startRelay starts `bench relay` in front of backend and returns its
-// address.
-func (h *harness) startRelay(backend string) (string, error) {
+// address and process.
+func (h *harness) startRelay(backend string) (string, *proc, error) {
 	addr, p, err := h.startSelf("relay", nil, "-to", backend)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return addr, p.waitReady(30*time.Second, tcpReady(addr))
+	return addr, p, p.waitReady(30*time.Second, tcpReady(addr))
 }

@@ -30,12 +30,11 @@ func (h *harness) scenarioStream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gw, err := h.startGateway(backend)
+	gw, gwProc, err := h.startGateway(backend)
 	if err != nil {
 		return err
 	}
-	gwProc := h.procs[len(h.procs)-1]
-	relay, err := h.startRelay(backend)
+	relay, relayProc, err := h.startRelay(backend)
 	if err != nil {
 		return err
 	}
@@ -44,7 +43,7 @@ func (h *harness) scenarioStream(ctx context.Context) error {
 		server           *proc  // whose CPU is charged to the messages; nil for direct
 	}{
 		{"direct", "direct", backend, nil},
-		{"relay", "direct", relay, h.procs[len(h.procs)-1]},
+		{"relay", "direct", relay, relayProc},
 		{"sse", "sse", br.addr, br.proc},
 		{"gateway", "gateway", gw, gwProc},
 	}
@@ -136,7 +135,7 @@ func (h *harness) scenarioEcho(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	relay, err := h.startRelay(backend)
+	relay, _, err := h.startRelay(backend)
 	if err != nil {
 		return err
 	}
